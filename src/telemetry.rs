@@ -70,7 +70,8 @@ pub fn init_logging() {
     let filter = EnvFilter::try_from_env("AUTOTAG_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,aws=warn"));
     let json = std::env::var("AUTOTAG_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.compact().try_init() };
 }
 
