@@ -11,6 +11,7 @@
 //!
 //! See `README.md` for the architecture and the delivery guarantees.
 
+pub mod bench;
 pub mod config;
 pub mod contract;
 pub mod pipeline;

@@ -49,6 +49,11 @@ enum Command {
     },
     /// Print the effective configuration (file + environment) as TOML.
     Config,
+    /// Benchmarks: model-only, decode vs Pillow, report (see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        what: autotag::bench::BenchCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     autotag::telemetry::init_logging();
     let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.command {
             Command::Worker => autotag::worker::run(cfg, shutdown_signal()).await,
             Command::Upload { bucket, prefix, create_bucket, files } => {
@@ -77,8 +82,13 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string_pretty(&cfg)?);
                 Ok(())
             }
+            Command::Bench { what } => autotag::bench::run(&cfg, what),
         }
-    })
+    });
+    // Don't wait for abandoned blocking work (a decode past the shutdown
+    // deadline): its records were not committed and will be redone.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// Resolves on SIGTERM or SIGINT.

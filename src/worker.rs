@@ -60,6 +60,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
         },
         batch_rx,
         outcome_tx.clone(),
+        shutdown.clone(),
     );
     let info = ready.await.context("infer thread died")?.context("loading the model")?;
     health.set_model_ready();
@@ -97,6 +98,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
             max_delay: Duration::from_millis(cfg.batch.max_delay_ms),
             decoded: decoded_rx,
             batches: batch_tx,
+            shutdown: shutdown.clone(),
         }
         .run(),
     );
@@ -167,8 +169,17 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
     // after the session timeout.
     consumer.unsubscribe();
     drop(consumer);
+    // Let the infer thread finish its current forward pass: exiting the
+    // process while libtorch is mid-forward crashes in its static
+    // destructors. One batch takes well under a second.
+    let waited = Instant::now();
+    while !infer_thread.is_finished() && waited.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if infer_thread.is_finished() {
         let _ = infer_thread.join();
+    } else {
+        warn!("infer thread still busy at exit");
     }
     info!(elapsed = ?started.elapsed(), abandoned = pending, "worker stopped");
     Ok(())

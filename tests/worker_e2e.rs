@@ -145,6 +145,11 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
         assert!(metrics.contains(name), "metric {name} missing from /metrics:\n{metrics}");
     }
     assert_eq!(http_get(worker.metrics_port, "/healthz").map(|r| r.0), Some(200));
+    // Hostile files (a 65535² screen, a 20 000-frame 2000² bomb) must not
+    // exhaust memory: they are rejected before any large allocation.
+    let peak = worker.peak_rss_kib().expect("VmHWM");
+    println!("worker peak RSS after the hostile corpus: {} MiB", peak / 1024);
+    assert!(peak < 1024 * 1024, "peak RSS {} MiB exceeds the 1 GiB bound", peak / 1024);
     let (code, took) = worker.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0), "clean exit on SIGTERM; log:\n{}", worker.log_text());
     assert!(took < Duration::from_secs(12), "shutdown took {took:?}");

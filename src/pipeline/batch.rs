@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Job;
+use super::{Job, Shutdown};
 use super::decode::SampledFrames;
 use crate::telemetry;
 
@@ -119,15 +119,21 @@ pub struct BatchStage {
     pub max_delay: Duration,
     pub decoded: mpsc::Receiver<Decoded>,
     pub batches: mpsc::Sender<Batch>,
+    pub shutdown: Shutdown,
 }
 
 impl BatchStage {
     pub async fn run(mut self) {
         loop {
             let next = match self.batcher.deadline(self.max_delay) {
-                None => self.decoded.recv().await,
+                None => tokio::select! {
+                    d = self.decoded.recv() => d,
+                    // Abandon: dropping the sender lets the infer thread finish.
+                    _ = self.shutdown.aborted() => return,
+                },
                 Some(deadline) => tokio::select! {
                     d = self.decoded.recv() => d,
+                    _ = self.shutdown.aborted() => return,
                     _ = tokio::time::sleep_until(deadline) => {
                         if let Some(b) = self.batcher.flush() && !self.send(b).await { return; }
                         continue;
@@ -218,11 +224,13 @@ mod tests {
     async fn partial_batch_is_sent_after_max_delay() {
         let (dtx, drx) = mpsc::channel(4);
         let (btx, mut brx) = mpsc::channel(4);
+        let (_ctl, shutdown) = crate::pipeline::ShutdownController::new();
         let stage = BatchStage {
             batcher: Batcher::new(8, 1),
             max_delay: Duration::from_millis(50),
             decoded: drx,
             batches: btx,
+            shutdown,
         };
         let h = tokio::spawn(stage.run());
         let t0 = Instant::now();

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::batch::Batch;
-use super::{Job, Outcome};
+use super::{Job, Outcome, Shutdown};
 use crate::config::{DeviceChoice, ModelConfig};
 use crate::contract::{ModelRef, Stage};
 use crate::tags::{Accumulator, top_tags};
@@ -236,6 +236,7 @@ pub fn spawn<F>(
     settings: InferSettings,
     mut batches: mpsc::Receiver<Batch>,
     outcomes: mpsc::Sender<Outcome>,
+    shutdown: Shutdown,
 ) -> (std::thread::JoinHandle<()>, oneshot::Receiver<Result<ModelInfo, InferError>>)
 where
     F: FnOnce() -> Result<(Box<dyn Backend>, ModelInfo), InferError> + Send + 'static,
@@ -267,7 +268,7 @@ where
             info!(model = %info.model.name, version = %info.model.version, device = %info.device,
                   load_s, warm_s, buckets = ?buckets, "model ready");
             let _ = ready_tx.send(Ok(info.clone()));
-            run_loop(backend.as_mut(), &info, &settings, &buckets, &mut batches, &outcomes);
+            run_loop(backend.as_mut(), &info, &settings, &buckets, &mut batches, &outcomes, &shutdown);
         })
         .expect("spawning the infer thread");
     (handle, ready_rx)
@@ -280,11 +281,17 @@ fn run_loop(
     buckets: &[usize],
     batches: &mut mpsc::Receiver<Batch>,
     outcomes: &mpsc::Sender<Outcome>,
+    shutdown: &Shutdown,
 ) {
     let frame = (info.side as usize).pow(2) * 3;
     let num_tags = backend.num_tags();
     let mut open: HashMap<u64, Accumulator> = HashMap::new();
     while let Some(mut batch) = batches.blocking_recv() {
+        if shutdown.is_aborted() {
+            // Abandoned: these records are not committed and will be redone.
+            // Stopping here (not mid-forward) lets the process exit cleanly.
+            break;
+        }
         let t = Instant::now();
         let padded = bucket_for(buckets, batch.n);
         batch.data.resize(padded * frame, 0);

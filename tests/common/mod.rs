@@ -113,11 +113,27 @@ impl Broker {
             .unwrap()
     }
 
-    pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) {
-        self.producer()
+    pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
+        let d = self
+            .producer()
             .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
             .await
             .expect("produce");
+        (d.partition, d.offset)
+    }
+
+    /// Produce many records with one producer; returns (partition, offset) of each.
+    pub async fn produce_all(&self, topic: &str, records: &[(String, Vec<u8>)]) -> Vec<(i32, i64)> {
+        let p = self.producer();
+        let sends = records.iter().map(|(k, v)| p.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(30)));
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| {
+                let d = r.expect("produce");
+                (d.partition, d.offset)
+            })
+            .collect()
     }
 
     /// A consumer of the output topics in a fresh group, from the start.
@@ -154,6 +170,15 @@ impl Broker {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The upload event an output answers: `upload_event_id`, or the origin
+/// record for a dead letter whose payload had no readable id.
+pub fn answered_event(r: &OutputRecord) -> String {
+    match r.value["upload_event_id"].as_str() {
+        Some(id) => id.to_owned(),
+        None => format!("{}@{}", r.value["origin"]["partition"], r.value["origin"]["offset"]),
     }
 }
 
@@ -331,6 +356,18 @@ impl Worker {
 
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// Peak resident set size of the worker so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
     }
 
     pub fn log_text(&self) -> String {

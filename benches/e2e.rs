@@ -1,0 +1,619 @@
+//! End-to-end benchmark: upload events → real Tansu broker → real s3s-fs → the real
+//! `autotag worker` process (CPU, the exported model) → suggestions on Kafka.
+//!
+//! ```sh
+//! cargo bench --bench e2e                                  # backlog, steady, memory; 500 events
+//! cargo bench --bench e2e -- --modes backlog --events 1000
+//! AUTOTAG_BENCH_MEMORY_EVENTS=1000,5000 cargo bench --bench e2e -- --modes memory
+//! AUTOTAG__BATCH__MAX_BATCH=32 cargo bench --bench e2e -- --modes backlog   # explore the config
+//! ```
+//!
+//! Modes:
+//! * **backlog**: all N events are produced before the worker starts; throughput is measured
+//!   from the worker's `/readyz` turning 200 to the last suggestion's Kafka timestamp.
+//! * **steady**: the worker is started first, then N events are offered at a fixed rate
+//!   (`--load` × the backlog GIFs/s, default 50%, or `--rate`); latency percentiles are the
+//!   point of this mode.
+//! * **memory**: backlogs of 1 000 and 10 000 events (`--memory-events`) of the small static
+//!   GIFs with `frames.per_gif = 1` (to keep it short); peak RSS must not grow with the backlog.
+//!
+//! Latency is `uploaded_at` (stamped when the event is produced) to the suggestion's Kafka
+//! record timestamp (CreateTime, stamped by the worker's producer); the same to `produced_at` is
+//! recorded too. Peak RSS is the worker's `VmHWM` read just before it is stopped.
+//!
+//! The worker runs `config/default.toml` with only the harness's settings overridden (broker,
+//! group, S3 endpoint, model dir, metrics port, `device = cpu`, short group timeouts); every
+//! `AUTOTAG__…` variable in the environment is passed through, so the config can be explored.
+//! Results are merged into `bench-results/latest.json` (key `e2e`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use autotag::bench::{self, ModelBenchOptions};
+use autotag::config::{Config, DeviceChoice, ModelConfig};
+use clap::Parser;
+use common::*;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+const BUCKET: &str = "gifs";
+
+/// Settings `tests/common` pins for the tests that a benchmark must not inherit: the worker
+/// runs with `config/default.toml` (or what the caller's environment says) for these.
+const TEST_TUNING: &[&str] =
+    &["AUTOTAG__MODEL__THREADS", "AUTOTAG__PIPELINE__DECODE_THREADS", "AUTOTAG__BATCH__MAX_BATCH"];
+
+#[derive(Debug, Parser)]
+#[command(about = "autotag end-to-end benchmark")]
+struct Args {
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Upload events in the backlog and steady modes (>= 500 for the reported figures).
+    #[arg(long, env = "AUTOTAG_BENCH_EVENTS", default_value_t = 500)]
+    events: usize,
+    /// Modes to run, in order.
+    #[arg(long, env = "AUTOTAG_BENCH_MODES", value_delimiter = ',', default_value = "backlog,steady,memory")]
+    modes: Vec<String>,
+    /// Backlog sizes of the memory mode.
+    #[arg(long, env = "AUTOTAG_BENCH_MEMORY_EVENTS", value_delimiter = ',', default_value = "1000,10000")]
+    memory_events: Vec<usize>,
+    /// Offered load of the steady mode as a fraction of the backlog throughput.
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+    /// Offered rate of the steady mode in GIFs/s (overrides --load).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Result file (merged; key `e2e`). Default: bench-results/latest.json in the repo.
+    #[arg(long, env = "AUTOTAG_BENCH_JSON")]
+    json: Option<PathBuf>,
+    /// Model-only results (`autotag bench model --json`) for the ratio. Default: the result
+    /// file; when it has no `model` key the model is benchmarked in-process first at the
+    /// worker's batch size and thread count.
+    #[arg(long)]
+    model_json: Option<PathBuf>,
+    /// Partitions of the uploads topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+/// One benchmark run: a fresh broker, S3 server and worker.
+struct Run {
+    name: String,
+    events: usize,
+    files: Vec<String>,
+    /// `Some(rate)`: steady mode at `rate` GIFs/s; `None`: backlog.
+    rate: Option<f64>,
+    env: Vec<(String, String)>,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let json_path = args.json.clone().unwrap_or_else(|| repo().join(bench::DEFAULT_JSON));
+    let manifest: Value = serde_json::from_slice(&read(&testdata("manifest.json")))?;
+    let entries = manifest.as_array().context("manifest.json is not an array")?;
+    let valid: Vec<String> =
+        entries.iter().filter(|e| e["kind"] == "valid").filter_map(|e| e["file"].as_str().map(str::to_owned)).collect();
+    let statics: Vec<String> = entries
+        .iter()
+        .filter(|e| e["kind"] == "valid" && e["frames"].as_u64() == Some(1))
+        .filter_map(|e| e["file"].as_str().map(str::to_owned))
+        .collect();
+    if valid.is_empty() || statics.is_empty() {
+        bail!("testdata/gifs/manifest.json lists no valid (or no static) GIFs");
+    }
+    if args.events < 500 {
+        eprintln!("note: {} events (< 500): fine for a try, too few for the reported figures", args.events);
+    }
+
+    // The worker's effective config (for the record and the model reference).
+    let probe_broker = "127.0.0.1:1".to_owned();
+    let base_cfg = effective_config(&[("AUTOTAG__KAFKA__BROKERS".into(), probe_broker)])?;
+    let max_batch = base_cfg.batch.max_batch;
+    let model_threads = if base_cfg.model.threads == 0 { bench::nproc() } else { base_cfg.model.threads };
+    merge(&json_path, &["e2e", "resolved"], json!({"model_threads": model_threads, "decode_threads": base_cfg.decode_threads()}))?;
+    merge(&json_path, &["e2e", "partitions"], json!(args.partitions))?;
+    merge(&json_path, &["e2e", "overrides"], json!(overrides(&[])))?;
+
+    let reference = model_reference(&args, &json_path, max_batch, model_threads)?;
+    eprintln!("model reference: {reference}");
+    merge(&json_path, &["e2e", "model_reference"], reference.clone())?;
+    let best = reference["best_frames_per_s"].as_f64().unwrap_or(f64::NAN);
+
+    let mut backlog_gifs_per_s: Option<f64> = None;
+    for mode in &args.modes {
+        match mode.as_str() {
+            "backlog" => {
+                let r = Run { name: "backlog".into(), events: args.events, files: valid.clone(), rate: None, env: vec![] };
+                let mut v = run_once(&r, args.partitions).await?;
+                v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
+                backlog_gifs_per_s = v["gifs_per_s"].as_f64();
+                print_row(&r.name, &v);
+                merge(&json_path, &["e2e", "backlog"], v)?;
+            }
+            "steady" => {
+                let rate = match args.rate {
+                    Some(r) => r,
+                    None => {
+                        let capacity = backlog_gifs_per_s.or_else(|| {
+                            let text = std::fs::read_to_string(&json_path).ok()?;
+                            serde_json::from_str::<Value>(&text).ok()?["e2e"]["backlog"]["gifs_per_s"].as_f64()
+                        });
+                        args.load * capacity.context("steady mode needs the backlog throughput: run backlog first or give --rate")?
+                    }
+                };
+                let r = Run { name: "steady".into(), events: args.events, files: valid.clone(), rate: Some(rate), env: vec![] };
+                let mut v = run_once(&r, args.partitions).await?;
+                v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
+                v["offered_load"] = json!(args.load);
+                print_row(&r.name, &v);
+                merge(&json_path, &["e2e", "steady"], v)?;
+            }
+            "memory" => {
+                let mut runs = Vec::new();
+                for &n in &args.memory_events {
+                    let r = Run {
+                        name: format!("memory-{n}"),
+                        events: n,
+                        files: statics.clone(),
+                        rate: None,
+                        env: vec![("AUTOTAG__FRAMES__PER_GIF".into(), "1".into())],
+                    };
+                    let v = run_once(&r, args.partitions).await?;
+                    print_row(&r.name, &v);
+                    runs.push(v);
+                    merge(
+                        &json_path,
+                        &["e2e", "memory"],
+                        json!({
+                            "description": format!(
+                                "Backlogs of {} upload events of the static 320x240 GIFs ({}), frames.per_gif = 1 to keep \
+                                 the run short; otherwise the same worker config. The in-flight bound \
+                                 (pipeline.max_in_flight) should keep peak RSS independent of the backlog.",
+                                args.memory_events.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" and "),
+                                statics.join(", ")),
+                            "runs": runs,
+                        }),
+                    )?;
+                }
+            }
+            other => bail!("unknown mode {other:?} (backlog, steady, memory)"),
+        }
+    }
+
+    let text = std::fs::read_to_string(&json_path)?;
+    let root: Value = serde_json::from_str(&text)?;
+    eprintln!("\ntargets:");
+    for t in bench::evaluate_targets(&root) {
+        let res = match t.pass {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "not measured",
+        };
+        eprintln!("  [{res}] {}: {} (threshold {})", t.name, t.measured, t.threshold);
+    }
+    eprintln!("results merged into {}", json_path.display());
+    Ok(())
+}
+
+fn merge(path: &Path, keys: &[&str], v: Value) -> anyhow::Result<()> {
+    bench::merge_json(path, keys, v)
+}
+
+fn print_row(name: &str, v: &Value) {
+    eprintln!(
+        "{name}: {} events in {:.1} s: {:.2} GIFs/s, {:.1} frames/s, latency p50/p95/p99 {:.2}/{:.2}/{:.2} s, peak RSS {:.0} MiB, {} dead letters",
+        v["events"], v["duration_s"].as_f64().unwrap_or(f64::NAN), v["gifs_per_s"].as_f64().unwrap_or(f64::NAN),
+        v["frames_per_s"].as_f64().unwrap_or(f64::NAN), v["latency_s"]["p50"].as_f64().unwrap_or(f64::NAN),
+        v["latency_s"]["p95"].as_f64().unwrap_or(f64::NAN), v["latency_s"]["p99"].as_f64().unwrap_or(f64::NAN),
+        v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN), v["dead_letters"]
+    );
+}
+
+/// `config/default.toml` + this process's `AUTOTAG__…` environment + `extra` (the harness).
+fn effective_config(extra: &[(String, String)]) -> anyhow::Result<Config> {
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    for (k, v) in extra {
+        env.insert(k.clone(), v.clone());
+    }
+    Ok(Config::load_with_env(Some(&repo().join("config/default.toml")), env)?)
+}
+
+/// The `AUTOTAG__…` settings that differ from `config/default.toml`, harness plumbing (ports,
+/// group ids, paths) left out.
+fn overrides(extra: &[(String, String)]) -> Vec<String> {
+    let plumbing = ["AUTOTAG__KAFKA__BROKERS", "AUTOTAG__KAFKA__GROUP_ID", "AUTOTAG__METRICS__LISTEN", "AUTOTAG__MODEL__DIR"];
+    let mut env: BTreeMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("AUTOTAG__")).collect();
+    env.insert("AUTOTAG__KAFKA__COMMIT_INTERVAL_MS".into(), "200".into());
+    env.insert("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS".into(), "2000".into());
+    env.insert("AUTOTAG__KAFKA__CONSUMER__HEARTBEAT_INTERVAL_MS".into(), "500".into());
+    env.insert("AUTOTAG__MODEL__DEVICE".into(), "cpu".into());
+    for (k, v) in extra {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().filter(|(k, _)| !plumbing.contains(&k.as_str())).map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Best model-only frames/s and the time of one full batch, from the model bench JSON when
+/// there is one, else measured here at the worker's batch size and threads.
+fn model_reference(args: &Args, json_path: &Path, max_batch: usize, threads: usize) -> anyhow::Result<Value> {
+    let path = args.model_json.clone().unwrap_or_else(|| json_path.to_owned());
+    if let Some(model) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|v| v["model"].clone())
+        .filter(|m| m["best"]["frames_per_s"].as_f64().is_some())
+    {
+        let best = model["best"]["frames_per_s"].as_f64().unwrap_or(f64::NAN);
+        let at_worker = bench::model_result(&model, max_batch, threads);
+        let full = at_worker
+            .and_then(|r| r["ms_per_batch_median"].as_f64())
+            .map(|ms| ms / 1000.0)
+            .unwrap_or(max_batch as f64 / best);
+        return Ok(json!({
+            "source": format!("model bench results in {}", path.display()),
+            "best_frames_per_s": best,
+            "best": model["best"],
+            "worker_config_frames_per_s": at_worker.map(|r| r["frames_per_s"].clone()),
+            "full_batch_seconds": full,
+            "max_batch": max_batch,
+            "threads": threads,
+        }));
+    }
+    eprintln!("no model bench results in {}: measuring the model at batch {max_batch}, {threads} threads", path.display());
+    let m = tokio::task::block_in_place(|| {
+        bench::model_bench(&ModelBenchOptions {
+            model: ModelConfig { dir: model_dir(), device: DeviceChoice::Cpu, ..ModelConfig::default() },
+            batches: vec![max_batch],
+            runs: 5,
+            warmup: 3,
+            threads: vec![threads],
+            min_frames_per_run: 32,
+        })
+    })?;
+    Ok(json!({
+        "source": "in-process model bench at the worker's batch size and threads",
+        "best_frames_per_s": m["best"]["frames_per_s"],
+        "best": m["best"],
+        "worker_config_frames_per_s": m["best"]["frames_per_s"],
+        "full_batch_seconds": m["best"]["ms_per_batch_median"].as_f64().map(|ms| ms / 1000.0),
+        "max_batch": max_batch,
+        "threads": threads,
+    }))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn upload_payload(event_id: &str, gif_id: &str, key: &str, uploaded_ms: i64) -> Vec<u8> {
+    let at = chrono::DateTime::from_timestamp_millis(uploaded_ms).expect("valid timestamp");
+    serde_json::to_vec(&json!({
+        "schema_version": 1,
+        "event_id": event_id,
+        "gif_id": gif_id,
+        "s3_uri": format!("s3://{BUCKET}/{key}"),
+        "uploaded_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }))
+    .expect("JSON")
+}
+
+/// One output record with its Kafka timestamp.
+struct Out {
+    topic: String,
+    ts_ms: i64,
+    value: Value,
+}
+
+async fn collect(consumer: StreamConsumer, expect: usize, timeout: Duration) -> Vec<Out> {
+    let t = Instant::now();
+    let mut out = Vec::with_capacity(expect);
+    while out.len() < expect {
+        let left = timeout.saturating_sub(t.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        if let Ok(Ok(m)) = tokio::time::timeout(left.min(Duration::from_millis(500)), consumer.recv()).await {
+            let value: Value = serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null);
+            out.push(Out { topic: m.topic().to_owned(), ts_ms: m.timestamp().to_millis().unwrap_or_else(now_ms), value });
+        }
+    }
+    out
+}
+
+/// Samples the worker's VmRSS until stopped; returns the largest sample (kB).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut max = 0;
+            while !s.load(Ordering::Relaxed) {
+                max = max.max(proc_status_kb(pid, "VmRSS").unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            max
+        });
+        RssSampler { stop, handle }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (utime + stime) seconds from a `/proc/…/stat` line.
+fn stat_cpu_seconds(stat: &str, tick: f64) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // Fields after the comm start at field 3 (state); utime is field 14, stime 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / tick))
+}
+
+/// CPU seconds of the worker: the whole process, and its live threads grouped by name
+/// (`autotag-infer` is the model thread and the libtorch threads it spawned; decode runs on
+/// tokio's blocking threads, `tokio-runtime-w`; `rdk:*` are librdkafka's).
+fn cpu_usage(pid: u32) -> Value {
+    let tick = clock_ticks();
+    let process = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)).map(|x| x.1);
+    let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in dir.flatten() {
+            if let Some((comm, s)) = std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)) {
+                let key = if comm.starts_with("rdk:") { "rdk:*".to_owned() } else { comm };
+                *by_name.entry(key).or_default() += s;
+            }
+        }
+    }
+    let infer = by_name.get("autotag-infer").copied().unwrap_or(0.0);
+    let other = process.map(|p| p - infer);
+    json!({"process_s": process, "infer_thread_s": infer, "other_threads_s": other, "live_threads_by_name_s": by_name})
+}
+
+/// Value of a Prometheus series `name{…label…}` (or `name` without labels).
+fn prom(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, labels) = match series.find('{') {
+            Some(i) => (&series[..i], &series[i..]),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        if let Some(lbl) = label {
+            if !labels.contains(lbl) {
+                return None;
+            }
+        }
+        value.trim().parse().ok()
+    })
+}
+
+fn stage_stats(metrics: &str, duration_s: f64) -> Value {
+    let mut v = serde_json::Map::new();
+    for stage in ["fetch", "decode", "infer", "pipeline"] {
+        let lbl = format!("stage=\"{stage}\"");
+        let sum = prom(metrics, "autotag_stage_duration_seconds_sum", Some(&lbl));
+        let count = prom(metrics, "autotag_stage_duration_seconds_count", Some(&lbl));
+        let mean_ms = match (sum, count) {
+            (Some(s), Some(c)) if c > 0.0 => Some(s / c * 1e3),
+            _ => None,
+        };
+        let busy = sum.map(|s| s / duration_s * 100.0);
+        v.insert(stage.into(), json!({"count": count, "sum_s": sum, "mean_ms": mean_ms, "busy_pct": busy}));
+    }
+    let bs = prom(metrics, "autotag_batch_size_frames_sum", None);
+    let bc = prom(metrics, "autotag_batch_size_frames_count", None);
+    let buckets: Vec<Value> = metrics
+        .lines()
+        .filter(|l| l.starts_with("autotag_batch_size_frames_bucket"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let n: f64 = l.rsplit_once(' ')?.1.trim().parse().ok()?;
+            Some(json!({"le": le, "cumulative": n}))
+        })
+        .collect();
+    v.insert(
+        "batch_size".into(),
+        json!({"batches": bc, "frames": bs, "mean": match (bs, bc) { (Some(s), Some(c)) if c > 0.0 => Some(s / c), _ => None }, "buckets": buckets}),
+    );
+    let e2e_sum = prom(metrics, "autotag_upload_to_suggestion_seconds_sum", None);
+    let e2e_count = prom(metrics, "autotag_upload_to_suggestion_seconds_count", None);
+    v.insert("upload_to_suggestion_mean_s".into(), json!(match (e2e_sum, e2e_count) { (Some(s), Some(c)) if c > 0.0 => Some(s / c), _ => None }));
+    Value::Object(v)
+}
+
+async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
+    eprintln!("== {}: {} events{} ==", r.name, r.events, r.rate.map(|x| format!(" at {x:.2} GIFs/s")).unwrap_or_default());
+    let broker = Broker::start(partitions).await;
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET).await;
+    for f in &r.files {
+        s3.put(BUCKET, &format!("bench/{f}"), read(&testdata(f))).await;
+    }
+    let mut env = WorkerEnv::new(&broker, &s3);
+    env.vars.retain(|(k, _)| !TEST_TUNING.contains(&k.as_str()));
+    env.set("AUTOTAG_LOG", "info");
+    for (k, v) in &r.env {
+        env.set(k, v);
+    }
+    let cfg = effective_config(&env.vars)?;
+
+    let n = r.events;
+    let key_of = |i: usize| format!("bench/{}", r.files[i % r.files.len()]);
+    let gif_of = |i: usize| format!("g-{}-{i}", r.name);
+    let event_of = |i: usize| format!("e-{}-{i}", r.name);
+    let mut uploaded: HashMap<String, i64> = HashMap::with_capacity(n);
+    let producer: FutureProducer = broker.producer();
+    let consumer = broker.output_consumer();
+    let timeout = Duration::from_secs(180) + Duration::from_secs_f64(n as f64 * 0.25 + r.rate.map(|x| n as f64 / x).unwrap_or(0.0));
+    let collector = tokio::spawn(collect(consumer, n, timeout));
+
+    if r.rate.is_none() {
+        let t = Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let recs: Vec<(String, Vec<u8>)> = chunk
+                .iter()
+                .map(|&i| {
+                    let ms = now_ms();
+                    uploaded.insert(event_of(i), ms);
+                    (gif_of(i), upload_payload(&event_of(i), &gif_of(i), &key_of(i), ms))
+                })
+                .collect();
+            let sends = recs.iter().map(|(k, p)| producer.send(FutureRecord::to(UPLOADS).key(k).payload(p), Duration::from_secs(30)));
+            for res in futures::future::join_all(sends).await {
+                res.map_err(|(e, _)| anyhow!("producing an upload event: {e}"))?;
+            }
+        }
+        eprintln!("produced {n} events in {:.1} s", t.elapsed().as_secs_f64());
+    }
+
+    let mut worker = Worker::start(&env, &format!("bench-{}", r.name));
+    let pid = worker.proc.0.id();
+    let sampler = RssSampler::start(pid);
+    let t_start = Instant::now();
+    tokio::task::block_in_place(|| worker.wait_ready(Duration::from_secs(180)));
+    let ready_ms = now_ms();
+    let startup_s = t_start.elapsed().as_secs_f64();
+    eprintln!("worker ready after {startup_s:.1} s");
+
+    let mut first_upload_ms = None;
+    if let Some(rate) = r.rate {
+        let start = tokio::time::Instant::now();
+        let mut sends = Vec::with_capacity(n);
+        for i in 0..n {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+            let ms = now_ms();
+            first_upload_ms.get_or_insert(ms);
+            uploaded.insert(event_of(i), ms);
+            let (p, key, payload) = (producer.clone(), gif_of(i), upload_payload(&event_of(i), &gif_of(i), &key_of(i), ms));
+            sends.push(tokio::spawn(async move {
+                p.send(FutureRecord::to(UPLOADS).key(&key).payload(&payload), Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+            }));
+        }
+        for s in sends {
+            s.await?.map_err(|e| anyhow!("producing an upload event: {e}"))?;
+        }
+        eprintln!("offered {n} events over {:.1} s", start.elapsed().as_secs_f64());
+    }
+
+    let outs = collector.await?;
+    let peak_kb = proc_status_kb(pid, "VmHWM");
+    let rss_end_kb = proc_status_kb(pid, "VmRSS");
+    let metrics = worker.metrics();
+    let cpu = cpu_usage(pid);
+    let log = worker.log_text();
+    let max_sampled_kb = sampler.stop();
+    let (code, stop_took) = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
+    let incomplete = outs.len() < n;
+    if incomplete {
+        eprintln!("WARNING: only {} of {n} outputs arrived; worker log tail:\n{}", outs.len(), tail(&log, 40));
+    }
+
+    let suggestions: Vec<&Out> = outs.iter().filter(|o| o.topic == SUGGESTIONS).collect();
+    let dead = outs.iter().filter(|o| o.topic == DLQ).count();
+    let frames: u64 = suggestions.iter().filter_map(|o| o.value["frames_sampled"].as_u64()).sum();
+    let last_ms = outs.iter().map(|o| o.ts_ms).max().unwrap_or(ready_ms);
+    let first_out_ms = outs.iter().map(|o| o.ts_ms).min().unwrap_or(ready_ms);
+    let start_ms = first_upload_ms.unwrap_or(ready_ms);
+    let duration_s = (last_ms - start_ms) as f64 / 1000.0;
+    let mut lat: Vec<f64> = Vec::with_capacity(suggestions.len());
+    let mut lat_produced: Vec<f64> = Vec::with_capacity(suggestions.len());
+    for o in &suggestions {
+        let Some(up) = o.value["upload_event_id"].as_str().and_then(|id| uploaded.get(id)) else { continue };
+        lat.push((o.ts_ms - up) as f64 / 1000.0);
+        if let Some(p) = o.value["produced_at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
+            lat_produced.push((p.timestamp_millis() - up) as f64 / 1000.0);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    lat_produced.sort_by(f64::total_cmp);
+    let pct = |v: &[f64]| {
+        json!({
+            "p50": bench::percentile(v, 50.0), "p95": bench::percentile(v, 95.0), "p99": bench::percentile(v, 99.0),
+            "max": v.last(), "mean": if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) },
+        })
+    };
+    let model_threads_log = log
+        .split("cpu (")
+        .nth(1)
+        .and_then(|s| s.split(" threads)").next())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let mib = |kb: Option<u64>| kb.map(|k| k as f64 / 1024.0);
+
+    Ok(json!({
+        "date": bench::now_rfc3339(),
+        "mode": if r.rate.is_some() { "steady" } else { "backlog" },
+        "events": n,
+        "outputs": outs.len(),
+        "incomplete": incomplete,
+        "suggestions": suggestions.len(),
+        "dead_letters": dead,
+        "frames": frames,
+        "files": r.files,
+        "offered_rate_gifs_per_s": r.rate,
+        "duration_s": duration_s,
+        "duration_from": if r.rate.is_some() { "first upload produced" } else { "worker /readyz = 200" },
+        "first_to_last_output_s": (last_ms - first_out_ms) as f64 / 1000.0,
+        "gifs_per_s": suggestions.len() as f64 / duration_s,
+        "frames_per_s": frames as f64 / duration_s,
+        "latency_s": pct(&lat),
+        "latency_to_produced_at_s": pct(&lat_produced),
+        "startup_s": startup_s,
+        "peak_rss_mib": mib(peak_kb),
+        "max_sampled_rss_mib": mib(Some(max_sampled_kb)),
+        "rss_at_end_mib": mib(rss_end_kb),
+        "cpu": cpu,
+        "stages": stage_stats(&metrics, duration_s),
+        "model_threads_in_log": model_threads_log,
+        "worker_exit": {"code": code, "seconds": stop_took.as_secs_f64()},
+        "overrides": overrides(&r.env),
+        "config": serde_json::to_value(&cfg)?,
+    }))
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
