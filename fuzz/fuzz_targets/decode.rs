@@ -2,7 +2,11 @@
 //! what it returns must be consistent.
 #![no_main]
 
-use autotag::pipeline::decode::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
+#[path = "../../src/pipeline/decode.rs"]
+#[allow(dead_code)]
+mod decode;
+
+use decode::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
 use libfuzzer_sys::fuzz_target;
 
 const SIZE: u32 = 32;

@@ -24,9 +24,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use tokio::sync::{Semaphore, mpsc};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::{Job, Outcome, Shutdown, backoff};
+use super::{Job, Outcome, Retrier, Shutdown};
 use crate::config::{RetryConfig, S3Config};
 use crate::contract::Stage;
 use crate::telemetry::{self, Health};
@@ -167,8 +167,7 @@ async fn fetch_one(
     let started = Instant::now();
     let (bucket, key) = (job.upload.bucket.clone(), job.upload.key.clone());
     let timeout = Duration::from_millis(s3.request_timeout_ms);
-    let mut attempt: u32 = 0;
-    let mut degraded = false;
+    let mut retrier = Retrier::new("s3", retry, health);
     let result = loop {
         let r = match tokio::time::timeout(timeout, get_object(&client, &bucket, &key, s3.max_object_bytes)).await {
             Ok(r) => r,
@@ -176,21 +175,7 @@ async fn fetch_one(
         };
         match r {
             Err(e) if e.is_transient() => {
-                metrics::counter!(telemetry::RETRIES, "dependency" => "s3").increment(1);
-                attempt += 1;
-                if attempt >= retry.attempts_before_degraded && !degraded {
-                    degraded = true;
-                    health.set_degraded(true);
-                    warn!(%bucket, %key, attempts = attempt, error = %e, "S3 keeps failing; retrying until it recovers");
-                } else {
-                    debug!(%bucket, %key, attempt, error = %e, "transient S3 failure; retrying");
-                }
-                let wait = backoff(
-                    attempt - 1,
-                    Duration::from_millis(retry.initial_backoff_ms),
-                    Duration::from_millis(retry.max_backoff_ms),
-                );
-                if !shutdown.sleep(wait).await {
+                if !retrier.failed(format!("s3://{bucket}/{key}: {e}"), &mut shutdown).await {
                     // Abandoned at shutdown: not completed, so not committed.
                     return;
                 }
@@ -198,10 +183,7 @@ async fn fetch_one(
             other => break other,
         }
     };
-    if degraded {
-        health.set_degraded(false);
-        info!(%bucket, %key, attempts = attempt + 1, "S3 recovered");
-    }
+    drop(retrier);
     metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "fetch").record(started.elapsed().as_secs_f64());
     match result {
         Ok(bytes) => {

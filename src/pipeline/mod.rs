@@ -141,6 +141,67 @@ impl Shutdown {
     }
 }
 
+/// Retry state of one request to a dependency (S3, the broker).
+///
+/// Transient failures are retried without limit with capped exponential
+/// backoff: a good event is never dead-lettered because a dependency was
+/// down. After `attempts_before_degraded` failures the worker reports itself
+/// degraded (`/readyz` 503) until the same request succeeds.
+pub struct Retrier {
+    dependency: &'static str,
+    cfg: crate::config::RetryConfig,
+    health: std::sync::Arc<crate::telemetry::Health>,
+    attempt: u32,
+    degraded: bool,
+}
+
+impl Retrier {
+    pub fn new(
+        dependency: &'static str,
+        cfg: crate::config::RetryConfig,
+        health: std::sync::Arc<crate::telemetry::Health>,
+    ) -> Self {
+        Self { dependency, cfg, health, attempt: 0, degraded: false }
+    }
+
+    /// Record a transient failure and wait before the next attempt. Returns
+    /// false when the shutdown deadline abandoned the request.
+    pub async fn failed(&mut self, error: String, shutdown: &mut Shutdown) -> bool {
+        self.attempt += 1;
+        metrics::counter!(crate::telemetry::RETRIES, "dependency" => self.dependency).increment(1);
+        if self.attempt >= self.cfg.attempts_before_degraded && !self.degraded {
+            self.degraded = true;
+            self.health.set_degraded(true);
+            tracing::warn!(dependency = self.dependency, attempts = self.attempt, %error,
+                "dependency keeps failing; retrying until it recovers");
+        } else {
+            tracing::debug!(dependency = self.dependency, attempt = self.attempt, %error, "transient failure; retrying");
+        }
+        let wait = backoff(
+            self.attempt - 1,
+            Duration::from_millis(self.cfg.initial_backoff_ms),
+            Duration::from_millis(self.cfg.max_backoff_ms),
+        );
+        shutdown.sleep(wait).await
+    }
+
+    /// Attempts so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl Drop for Retrier {
+    /// Success, permanent failure or abandonment: either way this request no
+    /// longer holds the worker degraded.
+    fn drop(&mut self) {
+        if self.degraded {
+            self.health.set_degraded(false);
+            tracing::info!(dependency = self.dependency, attempts = self.attempt, "dependency recovered");
+        }
+    }
+}
+
 /// Capped exponential backoff with full jitter.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let exp = initial.saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));

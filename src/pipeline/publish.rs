@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::source::Offsets;
-use super::{Outcome, Shutdown, Ticket, backoff};
+use super::{Outcome, Retrier, Shutdown, Ticket};
 use crate::config::{KafkaConfig, RetryConfig};
 use crate::contract::{DeadLetter, ModelRef, Suggestion};
 use crate::telemetry::{self, Health};
@@ -128,8 +128,7 @@ async fn send(
     health: Arc<Health>,
     mut shutdown: Shutdown,
 ) {
-    let mut attempt: u32 = 0;
-    let mut degraded = false;
+    let mut retrier = Retrier::new("kafka", retry, health);
     loop {
         let mut rec: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to(&out.topic).payload(&out.payload);
         if let Some(k) = &out.key {
@@ -143,9 +142,6 @@ async fn send(
             Ok(delivery) => {
                 debug!(topic = %out.topic, partition = delivery.partition, offset = delivery.offset, "published");
                 offsets.complete(&ticket);
-                if degraded {
-                    health.set_degraded(false);
-                }
                 match out.kind {
                     OutputKind::Suggestion { uploaded_at } => {
                         metrics::counter!(telemetry::SUGGESTIONS_PUBLISHED).increment(1);
@@ -161,19 +157,8 @@ async fn send(
                 return;
             }
             Err((e, _)) => {
-                attempt += 1;
-                metrics::counter!(telemetry::RETRIES, "dependency" => "kafka").increment(1);
-                if attempt >= retry.attempts_before_degraded && !degraded {
-                    degraded = true;
-                    health.set_degraded(true);
-                }
-                warn!(topic = %out.topic, attempt, error = %e, "produce failed; retrying");
-                let wait = backoff(
-                    attempt - 1,
-                    Duration::from_millis(retry.initial_backoff_ms),
-                    Duration::from_millis(retry.max_backoff_ms),
-                );
-                if !shutdown.sleep(wait).await {
+                warn!(topic = %out.topic, attempt = retrier.attempts() + 1, error = %e, "produce failed; retrying");
+                if !retrier.failed(e.to_string(), &mut shutdown).await {
                     return;
                 }
             }
