@@ -133,6 +133,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
             consumer: consumer.clone(),
             offsets: offsets.clone(),
             in_flight: in_flight.clone(),
+            resume_at: (cfg.pipeline.max_in_flight / 2).max(1),
             pause_after: Duration::from_millis(cfg.pipeline.pause_after_ms),
             commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
             source: Source::Live,

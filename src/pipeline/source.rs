@@ -13,7 +13,7 @@
 //! returns. Waiting a little before pausing avoids flapping: every pause
 //! discards librdkafka's prefetched messages.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -245,6 +245,8 @@ pub struct SourceStage {
     pub consumer: Arc<SourceConsumer>,
     pub offsets: Offsets,
     pub in_flight: Arc<Semaphore>,
+    /// Free permits needed to resume after a pause.
+    pub resume_at: usize,
     pub pause_after: Duration,
     pub commit_interval: Duration,
     pub source: Source,
@@ -260,7 +262,10 @@ impl SourceStage {
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut paused = false;
-        let mut held: Option<OwnedMessage> = None;
+        // Records that arrived while paused (already fetched, or from a
+        // partition assigned during the pause). Bounded by librdkafka's
+        // prefetch: every arrival re-pauses the whole assignment.
+        let mut held: VecDeque<OwnedMessage> = VecDeque::new();
         loop {
             // 1. Capacity: take a permit, pausing the partitions if it takes too long.
             let permit = match self.in_flight.clone().try_acquire_owned() {
@@ -272,9 +277,13 @@ impl SourceStage {
                             p = self.in_flight.clone().acquire_owned() => break p.ok(),
                             _ = commit_tick.tick() => commit_watermark(&self.consumer, &self.offsets, CommitMode::Async),
                             _ = self.shutdown.stopped() => break None,
-                            // Keep polling while paused: serves the group protocol.
-                            m = self.consumer.recv(), if paused && held.is_none() => match m {
-                                Ok(m) => held = Some(m.detach()),
+                            // Keep polling while paused: it serves the group protocol and
+                            // max.poll.interval.ms, however long the pressure lasts.
+                            m = self.consumer.recv(), if paused => match m {
+                                Ok(m) => {
+                                    held.push_back(m.detach());
+                                    self.set_paused(true);
+                                }
                                 Err(e) => warn!(error = %e, "consumer error while paused"),
                             },
                             _ = tokio::time::sleep(self.pause_after), if !paused => {
@@ -290,14 +299,17 @@ impl SourceStage {
                     }
                 }
             };
-            if paused {
-                self.set_paused(false);
-                paused = false;
-            }
-            // 2. A record: one held back while paused, or the next one.
-            let msg = match held.take() {
+            // 2. A record: one held back while paused, or the next one. While
+            // paused, resume only once half the capacity is free again
+            // (hysteresis: pause/resume flapping discards librdkafka's prefetch).
+            let msg = match held.pop_front() {
                 Some(m) => Some(m),
                 None => loop {
+                    if paused && self.in_flight.available_permits() + 1 >= self.resume_at {
+                        self.set_paused(false);
+                        paused = false;
+                        debug!("resumed");
+                    }
                     tokio::select! {
                         m = self.consumer.recv() => match m {
                             Ok(m) => break Some(m.detach()),
@@ -305,6 +317,7 @@ impl SourceStage {
                         },
                         _ = commit_tick.tick() => commit_watermark(&self.consumer, &self.offsets, CommitMode::Async),
                         _ = self.shutdown.stopped() => break None,
+                        _ = tokio::time::sleep(Duration::from_millis(20)), if paused => {}
                     }
                 },
             };
