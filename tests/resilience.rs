@@ -234,3 +234,53 @@ async fn sigterm_during_backlog_exits_in_time_and_redoes_nothing_committed() {
     let (code, _) = w.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+/// A second worker joins mid-backlog: partitions move (cooperative
+/// rebalance), every event is answered, duplicates are only re-emissions,
+/// and the group ends with every offset committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_to_a_second_worker_loses_nothing() {
+    let broker = Broker::start(4).await;
+    let s3 = S3Server::start();
+    upload_corpus(&s3).await;
+    let evs = events(160, "rebal");
+    let records: Vec<(String, Vec<u8>)> = evs.iter().map(|(_, g, p)| (g.clone(), p.clone())).collect();
+    let positions = broker.produce_all(UPLOADS, &records).await;
+    let mut end: HashMap<i32, i64> = HashMap::new();
+    for (p, o) in positions {
+        let e = end.entry(p).or_default();
+        *e = (*e).max(o + 1);
+    }
+    let env = worker_env(&broker, &s3);
+    let mut a = Worker::start(&env, "rebal-a");
+    a.wait_ready(Duration::from_secs(120));
+    let consumer = broker.output_consumer();
+    let mut out = Vec::new();
+    assert!(collect_outputs(&consumer, &mut out, Duration::from_secs(60), |o| o.len() >= 10).await);
+    let mut b_env = worker_env(&broker, &s3);
+    b_env.group = env.group.clone();
+    b_env.set("AUTOTAG__KAFKA__GROUP_ID", &env.group);
+    let mut b = Worker::start(&b_env, "rebal-b");
+    b.wait_ready(Duration::from_secs(120));
+    let all: HashSet<&str> = evs.iter().map(|(id, _, _)| id.as_str()).collect();
+    let done = collect_outputs(&consumer, &mut out, Duration::from_secs(300), |o| {
+        o.iter().map(answered_event).collect::<HashSet<_>>().len() >= all.len()
+    })
+    .await;
+    assert!(done, "not all answered; A:\n{}\nB:\n{}", a.log_text(), b.log_text());
+    assert!(b.log_text().contains("partitions assigned"), "the second worker got partitions");
+    assert!(a.log_text().contains("partitions revoked"), "the first worker gave some up");
+    let (ca, _) = a.terminate(Duration::from_secs(15));
+    let (cb, _) = b.terminate(Duration::from_secs(15));
+    assert_eq!((ca, cb), (Some(0), Some(0)));
+    let mut by_event: HashMap<String, Vec<&OutputRecord>> = HashMap::new();
+    for r in &out {
+        by_event.entry(answered_event(r)).or_default().push(r);
+    }
+    for (id, outs) in &by_event {
+        assert!(outs.iter().all(|o| o.value["event_id"] == outs[0].value["event_id"]), "{id}");
+    }
+    let committed = broker.committed(&env.group, 4);
+    assert_eq!(committed, end, "the group committed every partition to its end");
+    println!("rebalance: {} events, {} outputs", all.len(), out.len());
+}
