@@ -162,6 +162,12 @@ pub struct ModelConfig {
     /// libtorch intra-op threads on CPU. 0 = libtorch's default (all cores).
     /// On small machines leave room for GIF decoding: the two fight for cores.
     pub threads: usize,
+    /// Model instance threads sharing the loaded model, each running its own
+    /// forward passes (CPU: `threads` each; use instances × threads ≤ cores).
+    /// On small CPUs several single-threaded instances keep the cores busier
+    /// than one multi-threaded forward, which stalls whenever another thread
+    /// (decode, I/O) takes a core.
+    pub instances: usize,
     /// At most this many tags per suggestion.
     pub top_k: usize,
     /// Tags scoring below this are not suggested.
@@ -176,7 +182,8 @@ impl Default for ModelConfig {
             dir: PathBuf::from(".local/models/efficientnet-lite0"),
             device: DeviceChoice::Auto,
             fp16: false,
-            threads: 0,
+            threads: 1,
+            instances: 2,
             top_k: 5,
             threshold: 0.2,
             verify_sha256: true,
@@ -211,7 +218,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch: 16, max_delay_ms: 20 }
+        Self { max_batch: 4, max_delay_ms: 20 }
     }
 }
 
@@ -241,7 +248,7 @@ impl Default for PipelineConfig {
         Self {
             max_in_flight: 256,
             channel_capacity: 64,
-            decode_threads: 0,
+            decode_threads: 1,
             pause_after_ms: 200,
             decode_timeout_ms: 30_000,
         }
@@ -346,6 +353,9 @@ impl Config {
         }
         if self.frames.per_gif == 0 {
             return bad("frames.per_gif must be >= 1");
+        }
+        if self.model.instances == 0 {
+            return bad("model.instances must be >= 1");
         }
         if self.batch.max_batch == 0 {
             return bad("batch.max_batch must be >= 1");

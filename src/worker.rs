@@ -47,7 +47,10 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
     let decode_threads = cfg.decode_threads();
 
     // Model first: readiness requires it, and it tells us the input size.
-    let (batch_tx, batch_rx) = mpsc::channel(2);
+    // One batch in the channel at most: the batcher sends only when the
+    // model is free (`ready`), so the open batch fills while it is busy.
+    let (batch_tx, batch_rx) = mpsc::channel(1);
+    let model_free = Arc::new(Semaphore::new(0));
     let (outcome_tx, outcome_rx) = mpsc::channel(cap);
     let model_cfg = cfg.model.clone();
     let (infer_thread, ready) = infer::spawn(
@@ -56,10 +59,12 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
             top_k: cfg.model.top_k,
             threshold: cfg.model.threshold,
             max_batch: cfg.batch.max_batch,
+            instances: cfg.model.instances,
             warmup_runs: 3,
         },
         batch_rx,
         outcome_tx.clone(),
+        model_free.clone(),
         shutdown.clone(),
     );
     let info = ready.await.context("infer thread died")?.context("loading the model")?;
@@ -98,6 +103,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
             max_delay: Duration::from_millis(cfg.batch.max_delay_ms),
             decoded: decoded_rx,
             batches: batch_tx,
+            ready: model_free,
             shutdown: shutdown.clone(),
         }
         .run(),

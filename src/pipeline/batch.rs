@@ -7,9 +7,10 @@
 //! the infer stage knows when the GIF is complete (batches are processed in
 //! order by one thread).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -114,52 +115,70 @@ impl Batcher {
 }
 
 /// The batch stage.
+///
+/// A batch is handed to the model only when the model can take it: the
+/// infer thread adds a permit to `ready` each time it waits for work. While
+/// the model is busy the open batch keeps filling, so under load every batch
+/// is full; when idle, a partial batch goes out `max_delay` after its first
+/// frame. (Sending partial batches into a queue while the model is busy
+/// would halve throughput: most forwards would run half-empty.)
 pub struct BatchStage {
     pub batcher: Batcher,
     pub max_delay: Duration,
     pub decoded: mpsc::Receiver<Decoded>,
     pub batches: mpsc::Sender<Batch>,
+    pub ready: Arc<Semaphore>,
     pub shutdown: Shutdown,
 }
 
 impl BatchStage {
     pub async fn run(mut self) {
         loop {
-            let next = match self.batcher.deadline(self.max_delay) {
-                None => tokio::select! {
-                    d = self.decoded.recv() => d,
-                    // Abandon: dropping the sender lets the infer thread finish.
-                    _ = self.shutdown.aborted() => return,
-                },
-                Some(deadline) => tokio::select! {
-                    d = self.decoded.recv() => d,
-                    _ = self.shutdown.aborted() => return,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        if let Some(b) = self.batcher.flush() && !self.send(b).await { return; }
-                        continue;
-                    }
-                },
-            };
-            match next {
-                Some(d) => {
-                    for b in self.batcher.push(d) {
-                        if !self.send(b).await {
-                            return;
+            let deadline = self.batcher.deadline(self.max_delay);
+            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            tokio::select! {
+                d = self.decoded.recv() => match d {
+                    Some(d) => {
+                        for b in self.batcher.push(d) {
+                            // Full: wait until the model can take it (backpressure
+                            // reaches decode through the bounded channel meanwhile).
+                            if !self.send(b).await {
+                                return;
+                            }
                         }
                     }
-                }
-                None => {
-                    if let Some(b) = self.batcher.flush() {
-                        self.send(b).await;
+                    None => {
+                        if let Some(b) = self.batcher.flush() {
+                            self.send(b).await;
+                        }
+                        debug!("batch stage drained");
+                        return;
                     }
-                    debug!("batch stage drained");
-                    return;
+                },
+                // Partial batch past its deadline: send as soon as the model is free.
+                p = self.ready.acquire(), if due => {
+                    if let Ok(p) = p { p.forget(); }
+                    if let Some(b) = self.batcher.flush() && !self.deliver(b).await {
+                        return;
+                    }
                 }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !due => {}
+                // Abandon: dropping the sender lets the infer thread finish.
+                _ = self.shutdown.aborted() => return,
             }
         }
     }
 
+    /// Wait for the model to be ready, then hand it the batch.
     async fn send(&self, b: Batch) -> bool {
+        match self.ready.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return false,
+        }
+        self.deliver(b).await
+    }
+
+    async fn deliver(&self, b: Batch) -> bool {
         metrics::histogram!(telemetry::BATCH_SIZE).record(b.n as f64);
         self.batches.send(b).await.is_ok()
     }
@@ -225,11 +244,13 @@ mod tests {
         let (dtx, drx) = mpsc::channel(4);
         let (btx, mut brx) = mpsc::channel(4);
         let (_ctl, shutdown) = crate::pipeline::ShutdownController::new();
+        let ready = Arc::new(Semaphore::new(1));
         let stage = BatchStage {
             batcher: Batcher::new(8, 1),
             max_delay: Duration::from_millis(50),
             decoded: drx,
             batches: btx,
+            ready,
             shutdown,
         };
         let h = tokio::spawn(stage.run());
@@ -240,6 +261,35 @@ mod tests {
         let waited = t0.elapsed();
         // Not before max_delay; the upper bound is loose because CI machines are noisy.
         assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(2), "{waited:?}");
+        drop(dtx);
+        h.await.unwrap();
+    }
+
+    /// While the model is busy (no ready permit), frames keep joining the open
+    /// batch instead of being sent as a partial batch at the deadline.
+    #[tokio::test]
+    async fn batch_keeps_filling_while_the_model_is_busy() {
+        let (dtx, drx) = mpsc::channel(16);
+        let (btx, mut brx) = mpsc::channel(4);
+        let (_ctl, shutdown) = crate::pipeline::ShutdownController::new();
+        let ready = Arc::new(Semaphore::new(0));
+        let stage = BatchStage {
+            batcher: Batcher::new(8, 1),
+            max_delay: Duration::from_millis(10),
+            decoded: drx,
+            batches: btx,
+            ready: ready.clone(),
+            shutdown,
+        };
+        let h = tokio::spawn(stage.run());
+        dtx.send(decoded(2, 1, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(brx.try_recv().is_err(), "nothing is sent while the model is busy");
+        dtx.send(decoded(3, 1, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready.add_permits(1);
+        let b = brx.recv().await.unwrap();
+        assert_eq!(b.n, 5, "the late frames joined the waiting batch");
         drop(dtx);
         h.await.unwrap();
     }
