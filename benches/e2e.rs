@@ -125,11 +125,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let base_cfg = effective_config(&[("AUTOTAG__KAFKA__BROKERS".into(), probe_broker)])?;
     let max_batch = base_cfg.batch.max_batch;
     let model_threads = if base_cfg.model.threads == 0 { bench::nproc() } else { base_cfg.model.threads };
-    merge(&json_path, &["e2e", "resolved"], json!({"model_threads": model_threads, "decode_threads": base_cfg.decode_threads()}))?;
+    // `model.instances` (model threads sharing the loaded model); 1 where the config has none.
+    let model_instances = serde_json::to_value(&base_cfg)?["model"]["instances"].as_u64().unwrap_or(1) as usize;
+    merge(
+        &json_path,
+        &["e2e", "resolved"],
+        json!({"model_threads": model_threads, "model_instances": model_instances, "decode_threads": base_cfg.decode_threads()}),
+    )?;
     merge(&json_path, &["e2e", "partitions"], json!(args.partitions))?;
     merge(&json_path, &["e2e", "overrides"], json!(overrides(&[])))?;
 
-    let reference = model_reference(&args, &json_path, max_batch, model_threads)?;
+    let reference = model_reference(&args, &json_path, max_batch, model_instances, model_threads)?;
     eprintln!("model reference: {reference}");
     merge(&json_path, &["e2e", "model_reference"], reference.clone())?;
     let best = reference["best_frames_per_s"].as_f64().unwrap_or(f64::NAN);
@@ -251,7 +257,7 @@ fn overrides(extra: &[(String, String)]) -> Vec<String> {
 
 /// Best model-only frames/s and the time of one full batch, from the model bench JSON when
 /// there is one, else measured here at the worker's batch size and threads.
-fn model_reference(args: &Args, json_path: &Path, max_batch: usize, threads: usize) -> anyhow::Result<Value> {
+fn model_reference(args: &Args, json_path: &Path, max_batch: usize, instances: usize, threads: usize) -> anyhow::Result<Value> {
     let path = args.model_json.clone().unwrap_or_else(|| json_path.to_owned());
     if let Some(model) = std::fs::read_to_string(&path)
         .ok()
@@ -260,7 +266,7 @@ fn model_reference(args: &Args, json_path: &Path, max_batch: usize, threads: usi
         .filter(|m| m["best"]["frames_per_s"].as_f64().is_some())
     {
         let best = model["best"]["frames_per_s"].as_f64().unwrap_or(f64::NAN);
-        let at_worker = bench::model_result(&model, max_batch, threads);
+        let at_worker = bench::model_result(&model, max_batch, instances, threads);
         let full = at_worker
             .and_then(|r| r["ms_per_batch_median"].as_f64())
             .map(|ms| ms / 1000.0)
@@ -272,10 +278,14 @@ fn model_reference(args: &Args, json_path: &Path, max_batch: usize, threads: usi
             "worker_config_frames_per_s": at_worker.map(|r| r["frames_per_s"].clone()),
             "full_batch_seconds": full,
             "max_batch": max_batch,
+            "instances": instances,
             "threads": threads,
         }));
     }
-    eprintln!("no model bench results in {}: measuring the model at batch {max_batch}, {threads} threads", path.display());
+    eprintln!(
+        "no model bench results in {}: measuring the model at batch {max_batch}, {instances} instance(s) x {threads} thread(s)",
+        path.display()
+    );
     let m = tokio::task::block_in_place(|| {
         bench::model_bench(&ModelBenchOptions {
             model: ModelConfig { dir: model_dir(), device: DeviceChoice::Cpu, ..ModelConfig::default() },
@@ -283,16 +293,18 @@ fn model_reference(args: &Args, json_path: &Path, max_batch: usize, threads: usi
             runs: 5,
             warmup: 3,
             threads: vec![threads],
+            instances: vec![instances],
             min_frames_per_run: 32,
         })
     })?;
     Ok(json!({
-        "source": "in-process model bench at the worker's batch size and threads",
+        "source": "in-process model bench at the worker's batch size, instances and threads",
         "best_frames_per_s": m["best"]["frames_per_s"],
         "best": m["best"],
         "worker_config_frames_per_s": m["best"]["frames_per_s"],
         "full_batch_seconds": m["best"]["ms_per_batch_median"].as_f64().map(|ms| ms / 1000.0),
         "max_batch": max_batch,
+        "instances": instances,
         "threads": threads,
     }))
 }
@@ -410,6 +422,25 @@ fn cpu_usage(pid: u32) -> Value {
     json!({"process_s": process, "infer_thread_s": infer, "other_threads_s": other, "live_threads_by_name_s": by_name})
 }
 
+/// `after - before` of two [`cpu_usage`] snapshots: the worker's CPU seconds over the measured
+/// window only (model load and warm-up excluded). Threads that ended meanwhile are missing from
+/// the per-name map but counted in `process_s`.
+fn cpu_delta(before: &Value, after: &Value) -> Value {
+    let d = |k: &str| after[k].as_f64().map(|a| a - before[k].as_f64().unwrap_or(0.0));
+    let mut by_name = serde_json::Map::new();
+    if let Some(m) = after["live_threads_by_name_s"].as_object() {
+        for (k, v) in m {
+            let b = before["live_threads_by_name_s"][k].as_f64().unwrap_or(0.0);
+            by_name.insert(k.clone(), json!(v.as_f64().unwrap_or(0.0) - b));
+        }
+    }
+    json!({
+        "window": "worker ready -> last output",
+        "process_s": d("process_s"), "infer_thread_s": d("infer_thread_s"), "other_threads_s": d("other_threads_s"),
+        "live_threads_by_name_s": by_name,
+    })
+}
+
 /// Value of a Prometheus series `name{…label…}` (or `name` without labels).
 fn prom(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
@@ -465,6 +496,7 @@ fn stage_stats(metrics: &str, duration_s: f64) -> Value {
 }
 
 async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
+    let waited = tokio::task::block_in_place(|| bench::wait_for_quiet(&format!("the {} run", r.name)));
     eprintln!("== {}: {} events{} ==", r.name, r.events, r.rate.map(|x| format!(" at {x:.2} GIFs/s")).unwrap_or_default());
     let broker = Broker::start(partitions).await;
     let s3 = S3Server::start();
@@ -515,6 +547,8 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let t_start = Instant::now();
     tokio::task::block_in_place(|| worker.wait_ready(Duration::from_secs(180)));
     let ready_ms = now_ms();
+    let watch = bench::CpuWatch::start();
+    let cpu_at_ready = cpu_usage(pid);
     let startup_s = t_start.elapsed().as_secs_f64();
     eprintln!("worker ready after {startup_s:.1} s");
 
@@ -539,10 +573,11 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     }
 
     let outs = collector.await?;
+    let cpu_load = watch.finish();
     let peak_kb = proc_status_kb(pid, "VmHWM");
     let rss_end_kb = proc_status_kb(pid, "VmRSS");
     let metrics = worker.metrics();
-    let cpu = cpu_usage(pid);
+    let cpu = cpu_delta(&cpu_at_ready, &cpu_usage(pid));
     let log = worker.log_text();
     let max_sampled_kb = sampler.stop();
     let (code, stop_took) = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
@@ -604,7 +639,11 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
         "peak_rss_mib": mib(peak_kb),
         "max_sampled_rss_mib": mib(Some(max_sampled_kb)),
         "rss_at_end_mib": mib(rss_end_kb),
+        "harness_cores": cpu_load["benchmark_cores"].as_f64().zip(cpu["process_s"].as_f64()).map(|(b, w)| b - w / cpu_load["wall_s"].as_f64().unwrap_or(f64::NAN)),
+        "worker_cores": cpu["process_s"].as_f64().map(|w| w / cpu_load["wall_s"].as_f64().unwrap_or(f64::NAN)),
         "cpu": cpu,
+        "cpu_load": cpu_load,
+        "waited_for_quiet_s": waited,
         "stages": stage_stats(&metrics, duration_s),
         "model_threads_in_log": model_threads_log,
         "worker_exit": {"code": code, "seconds": stop_took.as_secs_f64()},

@@ -63,6 +63,10 @@ pub struct ModelArgs {
     /// all cores. Ignored on CUDA.
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
+    /// Model instances to try (threads sharing one loaded model, like `model.instances`).
+    /// Default on CPU: 1 and all cores, the latter where instances × threads fit the cores.
+    #[arg(long, value_delimiter = ',')]
+    pub instances: Vec<usize>,
     /// One timed run repeats forward passes until it has processed at least this many frames
     /// (small batches are otherwise too short to time).
     #[arg(long, default_value_t = 32)]
@@ -140,9 +144,14 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 runs: a.runs,
                 warmup: a.warmup,
                 threads: a.threads,
+                instances: a.instances,
                 min_frames_per_run: a.min_frames_per_run,
             };
-            let v = model_bench(&opts)?;
+            let waited = wait_for_quiet("the model bench");
+            let watch = CpuWatch::start();
+            let mut v = model_bench(&opts)?;
+            v["cpu_load"] = watch.finish();
+            v["waited_for_quiet_s"] = json!(waited);
             eprint!("{}", model_table(&v));
             finish(v, a.json.as_deref(), "model")
         }
@@ -157,7 +166,11 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 threads: a.threads,
                 pillow: (!a.no_pillow).then_some(PillowCommand { python: a.python, script: a.pillow_script }),
             };
-            let v = decode_bench(&opts)?;
+            let waited = wait_for_quiet("the decode bench");
+            let watch = CpuWatch::start();
+            let mut v = decode_bench(&opts)?;
+            v["cpu_load"] = watch.finish();
+            v["waited_for_quiet_s"] = json!(waited);
             eprint!("{}", decode_table(&v));
             finish(v, a.json.as_deref(), "decode")
         }
@@ -203,6 +216,118 @@ pub fn nproc() -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CPU load of the machine: benchmarks on a shared box must say when others were running
+// ---------------------------------------------------------------------------------------------
+
+/// `/proc` times are in USER_HZ, which Linux fixes at 100 for user space.
+const USER_HZ: f64 = 100.0;
+
+/// Busy CPU seconds of the whole machine (all cores) since boot, from `/proc/stat`.
+pub fn system_busy_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: f64 = [0usize, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+    busy / USER_HZ
+}
+
+/// (ppid, utime+stime seconds, cutime+cstime seconds) of one process.
+fn proc_cpu(pid: u32) -> Option<(u32, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state): ppid = field 4, utime/stime = 14/15, cutime/cstime = 16/17.
+    let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    Some((f.get(1)?.parse().ok()?, (num(11) + num(12)) / USER_HZ, (num(13) + num(14)) / USER_HZ))
+}
+
+/// CPU seconds of process `root` (with its reaped children) and of its live descendants.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    let mut procs: Vec<(u32, u32, f64)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                if let Some((ppid, own, _)) = proc_cpu(pid) {
+                    procs.push((pid, ppid, own));
+                }
+            }
+        }
+    }
+    let mut in_tree = std::collections::HashSet::from([root]);
+    loop {
+        let before = in_tree.len();
+        for (pid, ppid, _) in &procs {
+            if in_tree.contains(ppid) {
+                in_tree.insert(*pid);
+            }
+        }
+        if in_tree.len() == before {
+            break;
+        }
+    }
+    let reaped = proc_cpu(root).map(|x| x.2).unwrap_or(0.0);
+    reaped + procs.iter().filter(|p| in_tree.contains(&p.0)).map(|p| p.2).sum::<f64>()
+}
+
+/// Measures how busy the machine was during a benchmark, and how much of that was *not* the
+/// benchmark (this process and its descendants: the Pillow script, the worker, the servers).
+pub struct CpuWatch {
+    t: Instant,
+    system: f64,
+    own: f64,
+}
+
+impl CpuWatch {
+    pub fn start() -> Self {
+        CpuWatch { t: Instant::now(), system: system_busy_seconds(), own: tree_cpu_seconds(std::process::id()) }
+    }
+
+    /// Average cores used over the watch: by the machine, by the benchmark, by others.
+    pub fn finish(&self) -> Value {
+        let wall = self.t.elapsed().as_secs_f64().max(1e-9);
+        let system = (system_busy_seconds() - self.system) / wall;
+        let own = (tree_cpu_seconds(std::process::id()) - self.own) / wall;
+        json!({"wall_s": wall, "system_busy_cores": system, "benchmark_cores": own, "foreign_cores": (system - own).max(0.0)})
+    }
+}
+
+/// Busy cores of the machine over `window`.
+pub fn busy_cores(window: std::time::Duration) -> f64 {
+    let (t, b) = (Instant::now(), system_busy_seconds());
+    std::thread::sleep(window);
+    (system_busy_seconds() - b) / t.elapsed().as_secs_f64()
+}
+
+/// Wait until the machine is quiet (less than 0.25 busy cores over 3 s), at most
+/// `AUTOTAG_BENCH_QUIET_WAIT_S` seconds (default 900; 0 = don't wait). Benchmarks on a shared
+/// machine are otherwise measuring someone else's compile. Returns the seconds waited.
+pub fn wait_for_quiet(what: &str) -> f64 {
+    let max: f64 = std::env::var("AUTOTAG_BENCH_QUIET_WAIT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(900.0);
+    let t = Instant::now();
+    if max <= 0.0 {
+        return 0.0;
+    }
+    let mut said = false;
+    loop {
+        let busy = busy_cores(std::time::Duration::from_secs(3));
+        if busy < 0.25 {
+            break;
+        }
+        if t.elapsed().as_secs_f64() >= max {
+            eprintln!("machine still busy ({busy:.2} cores) after {max:.0} s: measuring {what} anyway (see foreign_cores in the JSON)");
+            break;
+        }
+        if !said {
+            eprintln!("waiting for the machine to be quiet before {what} ({busy:.2} cores busy)…");
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+    t.elapsed().as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Model only
 // ---------------------------------------------------------------------------------------------
 
@@ -215,8 +340,12 @@ pub struct ModelBenchOptions {
     pub batches: Vec<usize>,
     pub runs: usize,
     pub warmup: usize,
-    /// libtorch CPU thread counts; 0 = all cores; empty = 1, 2 and all cores.
+    /// libtorch CPU thread counts (per instance); 0 = all cores; empty = 1, 2 and all cores.
     pub threads: Vec<usize>,
+    /// Model instances (threads sharing the loaded model, each running its own forward
+    /// passes, as the worker's `model.instances`); empty = 1 and all cores (the latter only
+    /// where instances × threads fit the cores). Ignored on CUDA.
+    pub instances: Vec<usize>,
     pub min_frames_per_run: usize,
 }
 
@@ -239,22 +368,118 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-/// Time `backend` at batch size `b`: `warmup` untimed passes, then `runs` timed runs of
-/// `iters` passes each. Returns seconds per forward pass, one per run.
-fn time_batch(backend: &mut dyn Backend, data: &[u8], frame: usize, b: usize, warmup: usize, runs: usize, iters: usize) -> anyhow::Result<Vec<f64>> {
+/// Time `instances` threads sharing `backend`, each running forward passes at batch size `b`
+/// with `threads` libtorch threads (CPU; 0 = leave the setting alone): `warmup` untimed passes
+/// each, then `runs` (may be 0) timed runs in which every instance does `iters` passes, started
+/// together.
+/// Returns per run (wall seconds, seconds per forward pass of one instance).
+#[allow(clippy::too_many_arguments)]
+fn time_batch(
+    backend: &dyn Backend,
+    data: &[u8],
+    frame: usize,
+    b: usize,
+    instances: usize,
+    threads: usize,
+    warmup: usize,
+    runs: usize,
+    iters: usize,
+) -> anyhow::Result<Vec<(f64, f64)>> {
     let input = &data[..b * frame];
-    for _ in 0..warmup {
-        backend.forward(input, b)?;
-    }
-    let mut per_pass = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        for _ in 0..iters {
-            backend.forward(input, b)?;
+    let k = instances.max(1);
+    let barrier = std::sync::Barrier::new(k + 1);
+    let failed = std::sync::Mutex::new(None::<String>);
+    let mut out = Vec::with_capacity(runs);
+    std::thread::scope(|s| {
+        for _ in 0..k {
+            s.spawn(|| {
+                // Grad mode and the OpenMP thread count are per thread.
+                let _no_grad = tch::no_grad_guard();
+                if threads > 0 {
+                    tch::set_num_threads(threads as i32);
+                }
+                let mut ok = true;
+                for _ in 0..warmup {
+                    if let Err(e) = backend.forward(input, b) {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        ok = false;
+                        break;
+                    }
+                }
+                barrier.wait(); // warm
+                for _ in 0..runs {
+                    barrier.wait(); // start
+                    for _ in 0..iters {
+                        if ok && let Err(e) = backend.forward(input, b) {
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                            ok = false;
+                        }
+                    }
+                    barrier.wait(); // done
+                }
+            });
         }
-        per_pass.push(t.elapsed().as_secs_f64() / iters as f64);
+        barrier.wait();
+        for _ in 0..runs {
+            barrier.wait();
+            let t = Instant::now();
+            barrier.wait();
+            let wall = t.elapsed().as_secs_f64();
+            out.push((wall, wall / iters as f64));
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        bail!("forward failed: {e}");
     }
-    Ok(per_pass)
+    Ok(out)
+}
+
+/// Measure every (instances, threads) × batch size. All are warmed up first; then each timed
+/// round measures every configuration once, so that slow phases of the machine (on a VM, the
+/// host's scheduling and caches, invisible from inside) spread over all configurations instead
+/// of hitting one; the median over rounds is reported.
+fn measure_all(
+    backend: &dyn Backend,
+    device: &str,
+    precision: &str,
+    combos: &[(usize, usize)],
+    opts: &ModelBenchOptions,
+    data: &[u8],
+    frame: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let pairs: Vec<(usize, usize, usize)> =
+        combos.iter().flat_map(|&(k, t)| opts.batches.iter().map(move |&b| (k, t, b))).collect();
+    let iters = |k: usize, b: usize| opts.min_frames_per_run.div_ceil(b * k).max(1);
+    for &(k, t, b) in &pairs {
+        time_batch(backend, data, frame, b, k, t, opts.warmup, 0, 1)?;
+    }
+    let runs = opts.runs.max(1);
+    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); pairs.len()];
+    for round in 0..runs {
+        for (i, &(k, t, b)) in pairs.iter().enumerate() {
+            let r = time_batch(backend, data, frame, b, k, t, 0, 1, iters(k, b))?;
+            per[i].extend(r.iter().map(|x| x.1));
+        }
+        eprintln!("model {device} {precision}: round {}/{runs} done", round + 1);
+    }
+    let mut rows = Vec::with_capacity(pairs.len());
+    for (i, &(k, t, b)) in pairs.iter().enumerate() {
+        let v = &mut per[i];
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        let med = median(v);
+        // Every instance runs one pass of b frames per `med` seconds.
+        let fps = (k * b) as f64 / med;
+        let threads = if t == 0 { tch::get_num_threads().max(1) as usize } else { t };
+        eprintln!("model {device} {precision} instances={k} threads={threads} batch={b}: {fps:.1} frames/s ({:.1} ms/batch)", med * 1e3);
+        rows.push(json!({
+            "device": device, "precision": precision, "instances": k, "threads": threads, "batch": b,
+            "frames_per_s": fps, "ms_per_batch_median": med * 1e3,
+            "ms_per_batch_min": min * 1e3, "ms_per_batch_max": max * 1e3,
+            "iters_per_run": iters(k, b), "runs": runs,
+        }));
+    }
+    Ok(rows)
 }
 
 /// Model-only throughput. Returns the JSON object stored under `model`.
@@ -273,7 +498,7 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     model_cfg.threads = 0;
     model_cfg.device = if cuda { DeviceChoice::Cuda } else { DeviceChoice::Cpu };
     let t = Instant::now();
-    let (mut backend, info) = infer::load_torch(&model_cfg).context("loading the model")?;
+    let (backend, info) = infer::load_torch(&model_cfg).context("loading the model")?;
     let load_s = t.elapsed().as_secs_f64();
     // A frozen TorchScript export has its weights inlined as constants: `module.to(Half)` has
     // no parameters to cast, so half precision cannot be had from this export.
@@ -288,8 +513,9 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     let data: Vec<u8> = (0..max_b * frame).map(|_| rng.u8(..)).collect();
 
-    let threads: Vec<usize> = if cuda {
-        vec![tch::get_num_threads().max(1) as usize]
+    // (instances, threads per instance) to measure.
+    let combos: Vec<(usize, usize)> = if cuda {
+        vec![(1, 0)]
     } else {
         let mut t: Vec<usize> = if opts.threads.is_empty() { vec![1, 2, nproc()] } else { opts.threads.clone() };
         for x in &mut t {
@@ -299,34 +525,25 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         }
         t.sort_unstable();
         t.dedup();
-        t
+        let mut k: Vec<usize> = if opts.instances.is_empty() { vec![1, nproc()] } else { opts.instances.clone() };
+        k.retain(|&x| x > 0);
+        k.sort_unstable();
+        k.dedup();
+        let explicit = !opts.instances.is_empty();
+        let mut c = Vec::new();
+        for &ki in &k {
+            for &ti in &t {
+                // Several instances only where they fit the cores, unless asked for.
+                if ki == 1 || explicit || ki * ti <= nproc() {
+                    c.push((ki, ti));
+                }
+            }
+        }
+        c
     };
     let device = if cuda { "cuda".to_owned() } else { "cpu".to_owned() };
-    let mut results = Vec::new();
-    let measure = |backend: &mut dyn Backend, precision: &str, threads: usize, results: &mut Vec<Value>| -> anyhow::Result<()> {
-        for &b in &opts.batches {
-            let iters = opts.min_frames_per_run.div_ceil(b).max(1);
-            let mut per = time_batch(backend, &data, frame, b, opts.warmup, opts.runs, iters)?;
-            let min = per.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = per.iter().copied().fold(0.0, f64::max);
-            let med = median(&mut per);
-            let fps = b as f64 / med;
-            eprintln!("model {device} {precision} threads={threads} batch={b}: {fps:.1} frames/s ({:.1} ms/batch)", med * 1e3);
-            results.push(json!({
-                "device": device, "precision": precision, "threads": threads, "batch": b,
-                "frames_per_s": fps, "ms_per_batch_median": med * 1e3,
-                "ms_per_batch_min": min * 1e3, "ms_per_batch_max": max * 1e3,
-                "iters_per_run": iters, "runs": opts.runs.max(1),
-            }));
-        }
-        Ok(())
-    };
-    for &t in &threads {
-        if !cuda {
-            tch::set_num_threads(t as i32);
-        }
-        measure(backend.as_mut(), "fp32", t, &mut results)?;
-    }
+    let mut results: Vec<Value> = Vec::new();
+    results.extend(measure_all(backend.as_ref(), &device, "fp32", &combos, opts, &data, frame)?);
     let fp16 = if !cuda {
         json!("n/a (CPU)")
     } else if frozen {
@@ -336,13 +553,14 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         let mut half_cfg = model_cfg.clone();
         half_cfg.fp16 = true;
         match infer::load_torch(&half_cfg) {
-            Ok((mut b16, _)) => {
-                let before = results.len();
-                match measure(b16.as_mut(), "fp16", threads[0], &mut results) {
-                    Ok(()) => json!(results.len() - before),
-                    Err(e) => json!(format!("n/a ({e})")),
+            Ok((b16, _)) => match measure_all(b16.as_ref(), &device, "fp16", &[(1, 0)], opts, &data, frame) {
+                Ok(rows) => {
+                    let n = rows.len();
+                    results.extend(rows);
+                    json!(n)
                 }
-            }
+                Err(e) => json!(format!("n/a ({e})")),
+            },
             Err(e) => json!(format!("n/a ({e})")),
         }
     };
@@ -369,10 +587,12 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     }))
 }
 
-/// Look up the model-only figure for `batch` at `threads` (fp32) in a `model` JSON object.
-pub fn model_result(model: &Value, batch: usize, threads: usize) -> Option<&Value> {
+/// Look up the model-only figure (fp32) for `batch` with `instances` × `threads` in a `model`
+/// JSON object (results without an `instances` field are single-instance).
+pub fn model_result(model: &Value, batch: usize, instances: usize, threads: usize) -> Option<&Value> {
     model["results"].as_array()?.iter().find(|r| {
         r["batch"].as_u64() == Some(batch as u64)
+            && r["instances"].as_u64().unwrap_or(1) == instances as u64
             && (r["device"] == "cuda" || r["threads"].as_u64() == Some(threads as u64))
             && r["precision"] == "fp32"
     })
@@ -613,7 +833,14 @@ pub fn machine_info() -> Value {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .map(|c| {
+            let dirty = Command::new("git")
+                .args(["status", "--porcelain", "--untracked-files=no"])
+                .output()
+                .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+            if dirty { format!("{c}+dirty (uncommitted changes)") } else { c }
+        });
     json!({
         "nproc": nproc(),
         "cpu": cpu,
@@ -744,13 +971,13 @@ pub fn p99_bound(root: &Value) -> Option<(f64, String)> {
     let max_batch = cfg["batch"]["max_batch"].as_u64()? as usize;
     let max_delay = cfg["batch"]["max_delay_ms"].as_f64()? / 1000.0;
     let threads = root["e2e"]["resolved"]["model_threads"].as_u64().unwrap_or(nproc() as u64) as usize;
-    let full = model_result(&root["model"], max_batch, threads)
+    let instances = root["e2e"]["resolved"]["model_instances"].as_u64().unwrap_or(1) as usize;
+    let full = model_result(&root["model"], max_batch, instances, threads)
         .and_then(|r| r["ms_per_batch_median"].as_f64())
-        .map(|ms| (ms / 1000.0, format!("model bench, batch {max_batch}, {threads} threads")))
+        .map(|ms| (ms / 1000.0, format!("model bench, batch {max_batch}, {instances} instance(s) x {threads} thread(s)")))
         .or_else(|| {
-            root["e2e"]["model_reference"]["full_batch_seconds"]
-                .as_f64()
-                .map(|s| (s, format!("in-process reference, batch {max_batch}")))
+            let r = &root["e2e"]["model_reference"];
+            r["full_batch_seconds"].as_f64().map(|s| (s, format!("batch {max_batch}, e2e model reference: {}", r["source"].as_str().unwrap_or("?"))))
         })?;
     Some((max_delay + 2.0 * full.0 + 1.0, format!("{:.0} ms + 2 x {:.0} ms + 1 s; {}", max_delay * 1e3, full.0 * 1e3, full.1)))
 }
@@ -775,11 +1002,11 @@ fn s(v: &Value) -> String {
 /// The model table (also printed by `autotag bench model`).
 pub fn model_table(m: &Value) -> String {
     let mut o = String::new();
-    o += "| device | precision | threads | batch | frames/s | ms/batch (median) | min–max ms |\n|---|---|---:|---:|---:|---:|---:|\n";
+    o += "| device | precision | instances | threads each | batch | frames/s | ms/batch (median) | min–max ms |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
     for r in m["results"].as_array().into_iter().flatten() {
         o += &format!(
-            "| {} | {} | {} | {} | {} | {} | {}–{} |\n",
-            s(&r["device"]), s(&r["precision"]), s(&r["threads"]), s(&r["batch"]),
+            "| {} | {} | {} | {} | {} | {} | {} | {}–{} |\n",
+            s(&r["device"]), s(&r["precision"]), r["instances"].as_u64().unwrap_or(1), s(&r["threads"]), s(&r["batch"]),
             f1(&r["frames_per_s"]), f1(&r["ms_per_batch_median"]), f1(&r["ms_per_batch_min"]), f1(&r["ms_per_batch_max"])
         );
     }
@@ -815,10 +1042,24 @@ pub fn decode_table(d: &Value) -> String {
     o
 }
 
+/// "other processes used X cores" note for a result carrying `cpu_load`.
+fn load_note(v: &Value) -> String {
+    let l = &v["cpu_load"];
+    match l["foreign_cores"].as_f64() {
+        Some(f) => format!(
+            "Machine load during the run: {:.2} cores busy, {:.2} of them by other processes{}.",
+            l["system_busy_cores"].as_f64().unwrap_or(f64::NAN),
+            f,
+            if f > 0.2 { " (**contaminated**: the figures are pessimistic)" } else { "" }
+        ),
+        None => String::new(),
+    }
+}
+
 fn e2e_row(name: &str, r: &Value) -> String {
     let lat = &r["latency_s"];
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         s(&r["events"]),
         f1(&r["duration_s"]),
         f1(&r["gifs_per_s"]),
@@ -829,6 +1070,7 @@ fn e2e_row(name: &str, r: &Value) -> String {
         f2(&lat["p99"]),
         f0(&r["peak_rss_mib"]),
         s(&r["dead_letters"]),
+        f2(&r["cpu_load"]["foreign_cores"]),
     )
 }
 
@@ -864,7 +1106,8 @@ pub fn render_report(root: &Value) -> String {
     if model.is_object() {
         o += &format!(
             "### Model only\n\n`{}` {} on {}, input uint8 `[B,224,224,3]` through the worker's backend (copy in, forward, copy out); \
-             {} warm-up passes, then the median of {} runs of at least {} frames each.\n\n",
+             {} warm-up passes per configuration, then the median of {} rounds (each round times every configuration once, \
+             so slow phases of the host spread over all of them), each run at least {} frames.\n\n",
             s(&model["model"]["name"]),
             s(&model["model"]["version"]),
             s(&model["device"]),
@@ -873,10 +1116,12 @@ pub fn render_report(root: &Value) -> String {
             s(&model["min_frames_per_run"]),
         );
         o += &model_table(model);
+        o += &format!("\n{}\n", load_note(model));
         o += &format!(
-            "\nBest: **{} frames/s** (batch {}, {} threads, {}). fp16: {}.\n\n",
+            "\nBest: **{} frames/s** (batch {}, {} instance(s) x {} thread(s), {}). fp16: {}.\n\n",
             f1(&model["best"]["frames_per_s"]),
             s(&model["best"]["batch"]),
+            model["best"]["instances"].as_u64().unwrap_or(1),
             s(&model["best"]["threads"]),
             s(&model["best"]["precision"]),
             match &model["fp16"] {
@@ -900,7 +1145,7 @@ pub fn render_report(root: &Value) -> String {
             s(&d["pillow_single"]["method"]),
         );
         o += &decode_table(d);
-        o += "\n";
+        o += &format!("\n{}\n\n", load_note(d));
     }
 
     let e = &root["e2e"];
@@ -909,8 +1154,8 @@ pub fn render_report(root: &Value) -> String {
               event is produced) to the suggestion's Kafka record timestamp. Backlog: every event produced before the worker \
               starts; duration from `/readyz` = 200 to the last suggestion. Steady: events offered at a fixed rate; duration \
               from the first upload to the last suggestion. Peak RSS: the worker's `VmHWM` just before it is stopped.\n\n";
-        o += "| mode | events | seconds | GIFs/s | frames/s | ÷ best model-only | p50 s | p95 s | p99 s | peak RSS MiB | dead letters |\n";
-        o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        o += "| mode | events | seconds | GIFs/s | frames/s | ÷ best model-only | p50 s | p95 s | p99 s | peak RSS MiB | dead letters | other processes (cores) |\n";
+        o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         if e["backlog"].is_object() {
             o += &e2e_row("backlog", &e["backlog"]);
         }
@@ -921,7 +1166,7 @@ pub fn render_report(root: &Value) -> String {
         o += "\n";
         if let Some(mr) = e["model_reference"].as_object() {
             o += &format!(
-                "Model reference for the ratio: {} frames/s best ({}); one full batch of {} frames: {} ms.\n\n",
+                "Model reference for the ratio: {} frames/s best ({}); one full batch of {} frames at the worker's setting: {} ms.\n\n",
                 f1(&mr.get("best_frames_per_s").cloned().unwrap_or(Value::Null)),
                 s(&mr.get("source").cloned().unwrap_or(Value::Null)),
                 s(&mr.get("max_batch").cloned().unwrap_or(Value::Null)),
@@ -932,9 +1177,10 @@ pub fn render_report(root: &Value) -> String {
         let cfg = if cfg.is_object() { cfg } else { &e["steady"]["config"] };
         if cfg.is_object() {
             o += &format!(
-                "Worker config: `config/default.toml` + harness overrides: model.threads = {} (resolved {}), \
+                "Worker config: `config/default.toml` + harness overrides: model.instances = {}, model.threads = {} (resolved {}), \
                  pipeline.decode_threads = {} (resolved {}), batch.max_batch = {}, batch.max_delay_ms = {}, \
                  frames.per_gif = {}, pipeline.max_in_flight = {}, {} partitions. Overrides: `{}`.\n\n",
+                cfg["model"]["instances"].as_u64().unwrap_or(1),
                 s(&cfg["model"]["threads"]),
                 s(&e["resolved"]["model_threads"]),
                 s(&cfg["pipeline"]["decode_threads"]),
@@ -956,7 +1202,7 @@ pub fn render_report(root: &Value) -> String {
             }
             let st = &r["stages"];
             stages += &format!(
-                "| {mode} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {mode} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 f1(&st["decode"]["mean_ms"]),
                 f1(&st["infer"]["mean_ms"]),
                 f1(&st["batch_size"]["mean"]),
@@ -964,22 +1210,24 @@ pub fn render_report(root: &Value) -> String {
                 f1(&st["fetch"]["mean_ms"]),
                 f1(&r["cpu"]["infer_thread_s"]),
                 f1(&r["cpu"]["other_threads_s"]),
+                f2(&r["harness_cores"]),
             );
         }
         if !stages.is_empty() {
             o += "Where the time goes (worker `/metrics` and `/proc/PID/task/*/stat`):\n\n";
-            o += "| mode | decode ms/GIF | infer ms/batch | frames/batch | infer thread busy % | fetch ms/GIF | CPU s infer threads | CPU s other threads |\n";
-            o += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+            o += "| mode | decode ms/GIF | infer ms/batch | frames/batch | infer thread busy % | fetch ms/GIF | worker CPU s: infer threads | worker CPU s: other threads | harness cores (broker, S3, bench) |\n";
+            o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
             o += &stages;
             o += "\n";
         }
         if let Some(runs) = e["memory"]["runs"].as_array() {
             o += &format!("### Memory\n\n{}\n\n", s(&e["memory"]["description"]));
-            o += "| events | seconds | GIFs/s | peak RSS MiB (VmHWM) | max sampled VmRSS MiB | dead letters |\n|---:|---:|---:|---:|---:|---:|\n";
+            o += "| events | seconds | GIFs/s | peak RSS MiB (VmHWM) | max sampled VmRSS MiB | dead letters | other processes (cores) |\n|---:|---:|---:|---:|---:|---:|---:|\n";
             for r in runs {
                 o += &format!(
-                    "| {} | {} | {} | {} | {} | {} |\n",
-                    s(&r["events"]), f1(&r["duration_s"]), f1(&r["gifs_per_s"]), f0(&r["peak_rss_mib"]), f0(&r["max_sampled_rss_mib"]), s(&r["dead_letters"])
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    s(&r["events"]), f1(&r["duration_s"]), f1(&r["gifs_per_s"]), f0(&r["peak_rss_mib"]), f0(&r["max_sampled_rss_mib"]), s(&r["dead_letters"]),
+                    f2(&r["cpu_load"]["foreign_cores"])
                 );
             }
             o += "\n";
@@ -1023,12 +1271,13 @@ mod tests {
             batches: vec![1],
             runs: 1,
             warmup: 1,
-            threads: vec![0],
+            threads: vec![1],
+            instances: vec![1, 2],
             min_frames_per_run: 1,
         })
         .expect("model bench");
         assert!(m["best"]["frames_per_s"].as_f64().unwrap() > 0.0, "{m}");
-        assert_eq!(m["results"].as_array().unwrap().len(), 1);
+        assert_eq!(m["results"].as_array().unwrap().len(), 2, "{m}");
         assert_eq!(m["fp16"], "n/a (CPU)");
 
         let d = decode_bench(&DecodeBenchOptions {
