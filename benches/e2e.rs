@@ -139,6 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("model reference: {reference}");
     merge(&json_path, &["e2e", "model_reference"], reference.clone())?;
     let best = reference["best_frames_per_s"].as_f64().unwrap_or(f64::NAN);
+    let best_worker = reference["best_worker_thread_frames_per_s"].as_f64().unwrap_or(best);
 
     let mut backlog_gifs_per_s: Option<f64> = None;
     for mode in &args.modes {
@@ -147,6 +148,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let r = Run { name: "backlog".into(), events: args.events, files: valid.clone(), rate: None, env: vec![] };
                 let mut v = run_once(&r, args.partitions).await?;
                 v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
+                v["ratio_to_best_worker_thread_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best_worker);
                 backlog_gifs_per_s = v["gifs_per_s"].as_f64();
                 print_row(&r.name, &v);
                 merge(&json_path, &["e2e", "backlog"], v)?;
@@ -165,6 +167,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let r = Run { name: "steady".into(), events: args.events, files: valid.clone(), rate: Some(rate), env: vec![] };
                 let mut v = run_once(&r, args.partitions).await?;
                 v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
+                v["ratio_to_best_worker_thread_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best_worker);
                 v["offered_load"] = json!(args.load);
                 print_row(&r.name, &v);
                 merge(&json_path, &["e2e", "steady"], v)?;
@@ -275,6 +278,7 @@ fn model_reference(args: &Args, json_path: &Path, max_batch: usize, instances: u
             "source": format!("model bench results in {}", path.display()),
             "best_frames_per_s": best,
             "best": model["best"],
+            "best_worker_thread_frames_per_s": model["best_worker_thread"]["frames_per_s"],
             "worker_config_frames_per_s": at_worker.map(|r| r["frames_per_s"].clone()),
             "full_batch_seconds": full,
             "max_batch": max_batch,
