@@ -299,6 +299,8 @@ fn model_reference(args: &Args, json_path: &Path, max_batch: usize, instances: u
             threads: vec![threads],
             instances: vec![instances],
             min_frames_per_run: 32,
+            max_foreign_cores: 0.2,
+            max_discarded_rounds: 15,
         })
     })?;
     Ok(json!({

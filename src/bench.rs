@@ -146,6 +146,8 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 threads: a.threads,
                 instances: a.instances,
                 min_frames_per_run: a.min_frames_per_run,
+                max_foreign_cores: 0.2,
+                max_discarded_rounds: 3 * a.runs.max(1),
             };
             let waited = wait_for_quiet("the model bench");
             let watch = CpuWatch::start();
@@ -347,6 +349,10 @@ pub struct ModelBenchOptions {
     /// where instances × threads fit the cores). Ignored on CUDA.
     pub instances: Vec<usize>,
     pub min_frames_per_run: usize,
+    /// A timed round during which other processes used more than this many cores is discarded
+    /// and repeated, at most `max_discarded_rounds` times in all.
+    pub max_foreign_cores: f64,
+    pub max_discarded_rounds: usize,
 }
 
 /// Median of `v` (sorts it).
@@ -476,12 +482,28 @@ fn measure_all(
     }
     let runs = opts.runs.max(1);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); pairs.len()];
-    for round in 0..runs {
-        for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
+    let (mut round, mut discarded) = (0, 0);
+    while round < runs {
+        let watch = CpuWatch::start();
+        let mut this = Vec::with_capacity(pairs.len());
+        for &(k, t, m, b) in &pairs {
             let r = time_batch(backend, data, frame, b, k, t, m, 0, 1, iters(k, b))?;
-            per[i].extend(r.iter().map(|x| x.1));
+            this.push(r.first().map(|x| x.1).unwrap_or(f64::NAN));
         }
-        eprintln!("model {device} {precision}: round {}/{runs} done", round + 1);
+        // On a shared machine a round during which other processes took CPU time is
+        // repeated (a few times at most; the JSON says how many were discarded).
+        let foreign = watch.finish()["foreign_cores"].as_f64().unwrap_or(0.0);
+        if foreign > opts.max_foreign_cores && discarded < opts.max_discarded_rounds {
+            discarded += 1;
+            eprintln!("model {device} {precision}: round {} disturbed by other processes ({foreign:.2} cores): discarded", round + 1);
+            wait_for_quiet("repeating the round");
+            continue;
+        }
+        for (i, v) in this.into_iter().enumerate() {
+            per[i].push(v);
+        }
+        round += 1;
+        eprintln!("model {device} {precision}: round {round}/{runs} done (other processes: {foreign:.2} cores)");
     }
     let mut rows = Vec::with_capacity(pairs.len());
     for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
@@ -501,7 +523,7 @@ fn measure_all(
             "device": device, "precision": precision, "thread": thread, "instances": k, "threads": threads, "batch": b,
             "frames_per_s": fps, "ms_per_batch_median": med * 1e3,
             "ms_per_batch_min": min * 1e3, "ms_per_batch_max": max * 1e3,
-            "iters_per_run": iters(k, b), "runs": runs,
+            "iters_per_run": iters(k, b), "runs": runs, "discarded_rounds": discarded,
         }));
     }
     Ok(rows)
@@ -1322,6 +1344,8 @@ mod tests {
             threads: vec![1],
             instances: vec![1, 2],
             min_frames_per_run: 1,
+            max_foreign_cores: f64::INFINITY,
+            max_discarded_rounds: 0,
         })
         .expect("model bench");
         assert!(m["best"]["frames_per_s"].as_f64().unwrap() > 0.0, "{m}");
