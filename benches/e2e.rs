@@ -81,6 +81,10 @@ struct Args {
     /// worker's batch size and thread count.
     #[arg(long)]
     model_json: Option<PathBuf>,
+    /// Seconds of the sustained model-only reference measured right before the backlog run
+    /// (0 = skip).
+    #[arg(long, env = "AUTOTAG_BENCH_SUSTAINED_S", default_value_t = 30.0)]
+    sustained_s: f64,
     /// Partitions of the uploads topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -145,8 +149,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for mode in &args.modes {
         match mode.as_str() {
             "backlog" => {
+                let sustained = if args.sustained_s > 0.0 {
+                    let v = sustained_model(max_batch, model_instances, model_threads, args.sustained_s)?;
+                    merge(&json_path, &["e2e", "model_reference", "sustained"], v.clone())?;
+                    v["frames_per_s"].as_f64()
+                } else {
+                    None
+                };
                 let r = Run { name: "backlog".into(), events: args.events, files: valid.clone(), rate: None, env: vec![] };
                 let mut v = run_once(&r, args.partitions).await?;
+                v["ratio_to_sustained_worker_config_model"] = json!(sustained.map(|s| v["frames_per_s"].as_f64().unwrap_or(0.0) / s));
                 v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
                 v["ratio_to_best_worker_thread_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best_worker);
                 backlog_gifs_per_s = v["gifs_per_s"].as_f64();
@@ -190,7 +202,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         &["e2e", "memory"],
                         json!({
                             "description": format!(
-                                "Backlogs of {} upload events of the static 320x240 GIFs ({}), frames.per_gif = 1 to keep \
+                                "Backlogs of {} upload events of the static (1-frame) GIFs of testdata/gifs ({}), frames.per_gif = 1 to keep \
                                  the run short; otherwise the same worker config. The in-flight bound \
                                  (pipeline.max_in_flight) should keep peak RSS independent of the backlog.",
                                 args.memory_events.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" and "),
@@ -315,6 +327,40 @@ fn model_reference(args: &Args, json_path: &Path, max_batch: usize, instances: u
     }))
 }
 
+/// The model alone at the worker's batch size, instances and threads, *sustained* for about
+/// `seconds` (3 runs) like the backlog run, measured right before it: short benchmark runs on
+/// this kind of machine (a VM) come out 10-20% faster than minutes of continuous load.
+fn sustained_model(max_batch: usize, instances: usize, threads: usize, seconds: f64) -> anyhow::Result<Value> {
+    tokio::task::block_in_place(|| {
+        bench::wait_for_quiet("the sustained model reference");
+        // Size the runs from a quick estimate.
+        let opts = |frames: usize, runs: usize| ModelBenchOptions {
+            model: ModelConfig { dir: model_dir(), device: DeviceChoice::Cpu, ..ModelConfig::default() },
+            batches: vec![max_batch],
+            runs,
+            warmup: 3,
+            threads: vec![threads],
+            instances: vec![instances],
+            min_frames_per_run: frames,
+            max_foreign_cores: 0.2,
+            max_discarded_rounds: 6,
+        };
+        let quick = bench::model_bench(&opts(32, 1))?;
+        let fps = quick["best"]["frames_per_s"].as_f64().unwrap_or(50.0);
+        let frames = ((fps * seconds / 3.0) as usize).max(32);
+        eprintln!("sustained model reference: 3 runs of {frames} frames at batch {max_batch}, {instances} instance(s) x {threads} thread(s)");
+        let m = bench::model_bench(&opts(frames, 3))?;
+        let r = &m["best"];
+        eprintln!("sustained model reference: {:.1} frames/s", r["frames_per_s"].as_f64().unwrap_or(f64::NAN));
+        Ok(json!({
+            "frames_per_s": r["frames_per_s"], "ms_per_batch_median": r["ms_per_batch_median"],
+            "ms_per_batch_min": r["ms_per_batch_min"], "ms_per_batch_max": r["ms_per_batch_max"],
+            "frames_per_run": frames, "runs": 3, "batch": max_batch, "instances": instances, "threads": threads,
+            "discarded_rounds": r["discarded_rounds"], "date": bench::now_rfc3339(),
+        }))
+    })
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -354,10 +400,10 @@ async fn collect(consumer: StreamConsumer, expect: usize, timeout: Duration) -> 
     out
 }
 
-/// Samples the worker's VmRSS until stopped; returns the largest sample (kB).
+/// Samples the worker's VmRSS every 250 ms until stopped: (seconds since start, kB).
 struct RssSampler {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<u64>,
+    handle: std::thread::JoinHandle<Vec<(f64, u64)>>,
 }
 
 impl RssSampler {
@@ -365,20 +411,41 @@ impl RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
-            let mut max = 0;
+            let t = Instant::now();
+            let mut samples = Vec::new();
             while !s.load(Ordering::Relaxed) {
-                max = max.max(proc_status_kb(pid, "VmRSS").unwrap_or(0));
+                if let Some(kb) = proc_status_kb(pid, "VmRSS") {
+                    samples.push((t.elapsed().as_secs_f64(), kb));
+                }
                 std::thread::sleep(Duration::from_millis(250));
             }
-            max
+            samples
         });
         RssSampler { stop, handle }
     }
 
-    fn stop(self) -> u64 {
+    fn stop(self) -> Vec<(f64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or(0)
+        self.handle.join().unwrap_or_default()
     }
+}
+
+/// RSS over the run: the largest sample, the timeline (at most ~60 points, MiB) and the peak in
+/// each quarter of the measured window (from `ready_s`): flat quarters mean memory does not
+/// grow while the backlog drains.
+fn rss_summary(samples: &[(f64, u64)], ready_s: f64) -> Value {
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let step = samples.len().div_ceil(60).max(1);
+    let timeline: Vec<Value> = samples.iter().step_by(step).map(|&(t, kb)| json!([(t * 10.0).round() / 10.0, mib(kb).round()])).collect();
+    let window: Vec<&(f64, u64)> = samples.iter().filter(|s| s.0 >= ready_s).collect();
+    let quarters: Vec<Value> = if window.len() >= 4 {
+        window.chunks(window.len().div_ceil(4)).map(|c| json!(mib(c.iter().map(|s| s.1).max().unwrap_or(0)).round())).collect()
+    } else {
+        vec![]
+    };
+    let at_ready = window.first().map(|s| mib(s.1));
+    json!({"max_mib": mib(max), "at_ready_mib": at_ready, "quarter_peaks_mib": quarters, "timeline_s_mib": timeline})
 }
 
 fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
@@ -415,17 +482,22 @@ fn cpu_usage(pid: u32) -> Value {
     let tick = clock_ticks();
     let process = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)).map(|x| x.1);
     let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+    let mut count: BTreeMap<String, u64> = BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for e in dir.flatten() {
             if let Some((comm, s)) = std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)) {
                 let key = if comm.starts_with("rdk:") { "rdk:*".to_owned() } else { comm };
-                *by_name.entry(key).or_default() += s;
+                *by_name.entry(key.clone()).or_default() += s;
+                *count.entry(key).or_default() += 1;
             }
         }
     }
-    let infer = by_name.get("autotag-infer").copied().unwrap_or(0.0);
+    // The model threads (`autotag-infer`, `autotag-infer-N`) and the libtorch threads they
+    // started (which inherit the name).
+    let infer: f64 = by_name.iter().filter(|(k, _)| k.starts_with("autotag-infer")).map(|(_, v)| v).sum();
     let other = process.map(|p| p - infer);
-    json!({"process_s": process, "infer_thread_s": infer, "other_threads_s": other, "live_threads_by_name_s": by_name})
+    json!({"process_s": process, "infer_thread_s": infer, "other_threads_s": other, "live_threads_by_name_s": by_name,
+           "live_threads_by_name_count": count})
 }
 
 /// `after - before` of two [`cpu_usage`] snapshots: the worker's CPU seconds over the measured
@@ -443,7 +515,7 @@ fn cpu_delta(before: &Value, after: &Value) -> Value {
     json!({
         "window": "worker ready -> last output",
         "process_s": d("process_s"), "infer_thread_s": d("infer_thread_s"), "other_threads_s": d("other_threads_s"),
-        "live_threads_by_name_s": by_name,
+        "live_threads_by_name_s": by_name, "live_threads_by_name_count": after["live_threads_by_name_count"],
     })
 }
 
@@ -585,7 +657,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let metrics = worker.metrics();
     let cpu = cpu_delta(&cpu_at_ready, &cpu_usage(pid));
     let log = worker.log_text();
-    let max_sampled_kb = sampler.stop();
+    let rss_samples = sampler.stop();
     let (code, stop_took) = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
     let incomplete = outs.len() < n;
     if incomplete {
@@ -643,7 +715,8 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
         "latency_to_produced_at_s": pct(&lat_produced),
         "startup_s": startup_s,
         "peak_rss_mib": mib(peak_kb),
-        "max_sampled_rss_mib": mib(Some(max_sampled_kb)),
+        "max_sampled_rss_mib": mib(rss_samples.iter().map(|s| s.1).max()),
+        "rss": rss_summary(&rss_samples, startup_s),
         "rss_at_end_mib": mib(rss_end_kb),
         "harness_cores": cpu_load["benchmark_cores"].as_f64().zip(cpu["process_s"].as_f64()).map(|(b, w)| b - w / cpu_load["wall_s"].as_f64().unwrap_or(f64::NAN)),
         "worker_cores": cpu["process_s"].as_f64().map(|w| w / cpu_load["wall_s"].as_f64().unwrap_or(f64::NAN)),

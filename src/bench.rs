@@ -89,7 +89,7 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Timed passes over the corpus (per-file medians; totals over all passes).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 10)]
     pub repeat: usize,
     /// Use only the first N valid files of the manifest.
     #[arg(long)]
@@ -482,7 +482,7 @@ fn measure_all(
     }
     let runs = opts.runs.max(1);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); pairs.len()];
-    let (mut round, mut discarded) = (0, 0);
+    let (mut round, mut discarded, mut kept_foreign) = (0, 0, 0.0f64);
     while round < runs {
         let watch = CpuWatch::start();
         let mut this = Vec::with_capacity(pairs.len());
@@ -502,6 +502,7 @@ fn measure_all(
         for (i, v) in this.into_iter().enumerate() {
             per[i].push(v);
         }
+        kept_foreign = kept_foreign.max(foreign);
         round += 1;
         eprintln!("model {device} {precision}: round {round}/{runs} done (other processes: {foreign:.2} cores)");
     }
@@ -524,6 +525,7 @@ fn measure_all(
             "frames_per_s": fps, "ms_per_batch_median": med * 1e3,
             "ms_per_batch_min": min * 1e3, "ms_per_batch_max": max * 1e3,
             "iters_per_run": iters(k, b), "runs": runs, "discarded_rounds": discarded,
+            "max_foreign_cores_in_kept_rounds": kept_foreign,
         }));
     }
     Ok(rows)
@@ -1177,7 +1179,19 @@ pub fn render_report(root: &Value) -> String {
             s(&model["min_frames_per_run"]),
         );
         o += &model_table(model);
-        o += &format!("\n{}\n", load_note(model));
+        let rows = model["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let discarded = rows.iter().filter_map(|r| r["discarded_rounds"].as_u64()).max();
+        let kept = rows.iter().filter_map(|r| r["max_foreign_cores_in_kept_rounds"].as_f64()).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+        match (discarded, kept) {
+            (Some(d), Some(k)) => {
+                o += &format!(
+                    "\n{d} timed round(s) were discarded and repeated because other processes used the CPU meanwhile; \
+                     the most any kept round saw from other processes: {k:.2} cores{}.\n",
+                    if k > 0.2 { " (**contaminated**)" } else { "" }
+                )
+            }
+            _ => o += &format!("\n{}\n", load_note(model)),
+        }
         o += &format!(
             "\nBest: **{} frames/s** ({} thread, batch {}, {} instance(s) x {} thread(s), {}); best on a dedicated thread as the \
              worker runs it: {} frames/s (batch {}, {} instance(s) x {} thread(s)). fp16: {}.\n\n",
@@ -1234,13 +1248,22 @@ pub fn render_report(root: &Value) -> String {
         if let Some(mr) = e["model_reference"].as_object() {
             o += &format!(
                 "Model reference for the ratio: {} frames/s best ({}); best on a dedicated thread: {} frames/s (backlog ratio to it: {}); \
-                 one full batch of {} frames at the worker's setting: {} ms.\n\n",
+                 one full batch of {} frames at the worker's setting: {} ms. {}\n\n",
                 f1(&mr.get("best_frames_per_s").cloned().unwrap_or(Value::Null)),
                 s(&mr.get("source").cloned().unwrap_or(Value::Null)),
                 f1(&mr.get("best_worker_thread_frames_per_s").cloned().unwrap_or(Value::Null)),
                 f2(&e["backlog"]["ratio_to_best_worker_thread_model"]),
                 s(&mr.get("max_batch").cloned().unwrap_or(Value::Null)),
                 f0(&mr.get("full_batch_seconds").and_then(Value::as_f64).map(|x| json!(x * 1e3)).unwrap_or(Value::Null)),
+                match mr.get("sustained").filter(|v| v.is_object()) {
+                    Some(su) => format!(
+                        "The same model alone at the worker's setting (batch {}, {} instance(s) x {} thread(s)), sustained for {} runs of {} \
+                         frames right before the backlog run: **{} frames/s**; the backlog ran at **{}** of that.",
+                        s(&su["batch"]), s(&su["instances"]), s(&su["threads"]), s(&su["runs"]), s(&su["frames_per_run"]),
+                        f1(&su["frames_per_s"]), f2(&e["backlog"]["ratio_to_sustained_worker_config_model"])
+                    ),
+                    None => String::new(),
+                },
             );
         }
         let cfg = &e["backlog"]["config"];
@@ -1292,12 +1315,13 @@ pub fn render_report(root: &Value) -> String {
         }
         if let Some(runs) = e["memory"]["runs"].as_array() {
             o += &format!("### Memory\n\n{}\n\n", s(&e["memory"]["description"]));
-            o += "| events | seconds | GIFs/s | peak RSS MiB (VmHWM) | max sampled VmRSS MiB | dead letters | other processes (cores) |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+            o += "| events | seconds | GIFs/s | peak RSS MiB (VmHWM) | RSS at ready MiB | RSS peak per quarter of the run MiB | dead letters | other processes (cores) |\n|---:|---:|---:|---:|---:|---|---:|---:|\n";
             for r in runs {
+                let q = r["rss"]["quarter_peaks_mib"].as_array().map(|a| a.iter().map(f0).collect::<Vec<_>>().join(" / ")).unwrap_or_default();
                 o += &format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
-                    s(&r["events"]), f1(&r["duration_s"]), f1(&r["gifs_per_s"]), f0(&r["peak_rss_mib"]), f0(&r["max_sampled_rss_mib"]), s(&r["dead_letters"]),
-                    f2(&r["cpu_load"]["foreign_cores"])
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    s(&r["events"]), f1(&r["duration_s"]), f1(&r["gifs_per_s"]), f0(&r["peak_rss_mib"]), f0(&r["rss"]["at_ready_mib"]), q,
+                    s(&r["dead_letters"]), f2(&r["cpu_load"]["foreign_cores"])
                 );
             }
             o += "\n";
