@@ -88,6 +88,10 @@ struct Args {
     /// Partitions of the uploads topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// The worker's `model.device` (`cpu`, `cuda`, `auto`); also the device of the model
+    /// reference. `model.fp16` and the rest come from the config and `AUTOTAG__…` variables.
+    #[arg(long, env = "AUTOTAG_BENCH_DEVICE", default_value = "cpu")]
+    device: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +108,7 @@ struct Run {
     /// `Some(rate)`: steady mode at `rate` GIFs/s; `None`: backlog.
     rate: Option<f64>,
     env: Vec<(String, String)>,
+    device: String,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -126,7 +131,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // The worker's effective config (for the record and the model reference).
     let probe_broker = "127.0.0.1:1".to_owned();
-    let base_cfg = effective_config(&[("AUTOTAG__KAFKA__BROKERS".into(), probe_broker)])?;
+    let base_cfg = effective_config(&[
+        ("AUTOTAG__KAFKA__BROKERS".into(), probe_broker),
+        ("AUTOTAG__MODEL__DEVICE".into(), args.device.clone()),
+    ])?;
+    let cuda = match base_cfg.model.device {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => tch::Cuda::is_available(),
+    };
+    let device = if cuda { "cuda" } else { "cpu" };
+    let precision = if cuda && base_cfg.model.fp16 { "fp16" } else { "fp32" };
     let max_batch = base_cfg.batch.max_batch;
     let model_threads = if base_cfg.model.threads == 0 { bench::nproc() } else { base_cfg.model.threads };
     // `model.instances` (model threads sharing the loaded model); 1 where the config has none.
@@ -134,12 +149,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     merge(
         &json_path,
         &["e2e", "resolved"],
-        json!({"model_threads": model_threads, "model_instances": model_instances, "decode_threads": base_cfg.decode_threads()}),
+        json!({"model_threads": model_threads, "model_instances": model_instances, "decode_threads": base_cfg.decode_threads(),
+               "device": device, "precision": precision}),
     )?;
     merge(&json_path, &["e2e", "partitions"], json!(args.partitions))?;
-    merge(&json_path, &["e2e", "overrides"], json!(overrides(&[])))?;
+    merge(&json_path, &["e2e", "overrides"], json!(overrides(&args.device, &[])))?;
 
-    let reference = model_reference(&args, &json_path, max_batch, model_instances, model_threads)?;
+    let model = Reference { device: base_cfg.model.device, precision, max_batch, instances: model_instances, threads: model_threads };
+    let reference = model_reference(&args, &json_path, &model)?;
     eprintln!("model reference: {reference}");
     merge(&json_path, &["e2e", "model_reference"], reference.clone())?;
     let best = reference["best_frames_per_s"].as_f64().unwrap_or(f64::NAN);
@@ -150,13 +167,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         match mode.as_str() {
             "backlog" => {
                 let sustained = if args.sustained_s > 0.0 {
-                    let v = sustained_model(max_batch, model_instances, model_threads, args.sustained_s)?;
+                    let v = sustained_model(&model, args.sustained_s)?;
                     merge(&json_path, &["e2e", "model_reference", "sustained"], v.clone())?;
                     v["frames_per_s"].as_f64()
                 } else {
                     None
                 };
-                let r = Run { name: "backlog".into(), events: args.events, files: valid.clone(), rate: None, env: vec![] };
+                let r = Run { name: "backlog".into(), events: args.events, files: valid.clone(), rate: None, env: vec![], device: args.device.clone() };
                 let mut v = run_once(&r, args.partitions).await?;
                 v["ratio_to_sustained_worker_config_model"] = json!(sustained.map(|s| v["frames_per_s"].as_f64().unwrap_or(0.0) / s));
                 v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
@@ -176,7 +193,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         args.load * capacity.context("steady mode needs the backlog throughput: run backlog first or give --rate")?
                     }
                 };
-                let r = Run { name: "steady".into(), events: args.events, files: valid.clone(), rate: Some(rate), env: vec![] };
+                let r = Run { name: "steady".into(), events: args.events, files: valid.clone(), rate: Some(rate), env: vec![], device: args.device.clone() };
                 let mut v = run_once(&r, args.partitions).await?;
                 v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
                 v["ratio_to_best_worker_thread_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best_worker);
@@ -193,6 +210,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         files: statics.clone(),
                         rate: None,
                         env: vec![("AUTOTAG__FRAMES__PER_GIF".into(), "1".into())],
+                        device: args.device.clone(),
                     };
                     let v = run_once(&r, args.partitions).await?;
                     print_row(&r.name, &v);
@@ -256,107 +274,135 @@ fn effective_config(extra: &[(String, String)]) -> anyhow::Result<Config> {
 
 /// The `AUTOTAG__…` settings that differ from `config/default.toml`, harness plumbing (ports,
 /// group ids, paths) left out.
-fn overrides(extra: &[(String, String)]) -> Vec<String> {
+fn overrides(device: &str, extra: &[(String, String)]) -> Vec<String> {
     let plumbing = ["AUTOTAG__KAFKA__BROKERS", "AUTOTAG__KAFKA__GROUP_ID", "AUTOTAG__METRICS__LISTEN", "AUTOTAG__MODEL__DIR"];
     let mut env: BTreeMap<String, String> =
         std::env::vars().filter(|(k, _)| k.starts_with("AUTOTAG__")).collect();
     env.insert("AUTOTAG__KAFKA__COMMIT_INTERVAL_MS".into(), "200".into());
     env.insert("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS".into(), "2000".into());
     env.insert("AUTOTAG__KAFKA__CONSUMER__HEARTBEAT_INTERVAL_MS".into(), "500".into());
-    env.insert("AUTOTAG__MODEL__DEVICE".into(), "cpu".into());
+    env.insert("AUTOTAG__MODEL__DEVICE".into(), device.into());
     for (k, v) in extra {
         env.insert(k.clone(), v.clone());
     }
     env.into_iter().filter(|(k, _)| !plumbing.contains(&k.as_str())).map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Best model-only frames/s and the time of one full batch, from the model bench JSON when
-/// there is one, else measured here at the worker's batch size and threads.
-fn model_reference(args: &Args, json_path: &Path, max_batch: usize, instances: usize, threads: usize) -> anyhow::Result<Value> {
+/// The model setting the worker runs, for the model-only reference figures.
+struct Reference {
+    device: DeviceChoice,
+    /// "fp32" or "fp16" (fp16 only on CUDA with `model.fp16`).
+    precision: &'static str,
+    max_batch: usize,
+    instances: usize,
+    threads: usize,
+}
+
+impl Reference {
+    fn bench_options(&self, batches: Vec<usize>, runs: usize, min_frames_per_run: usize, min_run_s: f64) -> ModelBenchOptions {
+        ModelBenchOptions {
+            model: ModelConfig { dir: model_dir(), device: self.device, ..ModelConfig::default() },
+            batches,
+            runs,
+            warmup: 3,
+            threads: vec![self.threads],
+            instances: vec![self.instances],
+            min_frames_per_run,
+            min_run_s,
+            max_foreign_cores: 0.2,
+            max_discarded_rounds: 3 * runs,
+        }
+    }
+
+    /// The row of a model bench result at this precision and setting.
+    fn row<'a>(&self, model: &'a Value) -> Option<&'a Value> {
+        bench::model_result(model, self.max_batch, self.instances, self.threads, self.precision)
+    }
+}
+
+/// Best model-only frames/s (at the worker's precision) and the time of one full batch, from
+/// the model bench JSON when there is one, else measured here at the worker's setting.
+fn model_reference(args: &Args, json_path: &Path, m: &Reference) -> anyhow::Result<Value> {
     let path = args.model_json.clone().unwrap_or_else(|| json_path.to_owned());
+    let fps_of = |v: &&Value| v["frames_per_s"].as_f64().unwrap_or(0.0);
     if let Some(model) = std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .map(|v| v["model"].clone())
-        .filter(|m| m["best"]["frames_per_s"].as_f64().is_some())
+        .filter(|model| model["best_by_precision"][m.precision]["frames_per_s"].as_f64().is_some())
     {
-        let best = model["best"]["frames_per_s"].as_f64().unwrap_or(f64::NAN);
-        let at_worker = bench::model_result(&model, max_batch, instances, threads);
+        let best_row = &model["best_by_precision"][m.precision];
+        let best = best_row["frames_per_s"].as_f64().unwrap_or(f64::NAN);
+        let best_worker = model["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["thread"] == "worker" && r["precision"] == m.precision)
+            .max_by(|a, b| fps_of(a).total_cmp(&fps_of(b)))
+            .map(|r| r["frames_per_s"].clone());
+        let at_worker = m.row(&model);
         let full = at_worker
             .and_then(|r| r["ms_per_batch_median"].as_f64())
             .map(|ms| ms / 1000.0)
-            .unwrap_or(max_batch as f64 / best);
+            .unwrap_or(m.max_batch as f64 / best);
         return Ok(json!({
             "source": format!("model bench results in {}", path.display()),
+            "device": model["device"],
+            "precision": m.precision,
             "best_frames_per_s": best,
-            "best": model["best"],
-            "best_worker_thread_frames_per_s": model["best_worker_thread"]["frames_per_s"],
+            "best": best_row,
+            "best_worker_thread_frames_per_s": best_worker,
             "worker_config_frames_per_s": at_worker.map(|r| r["frames_per_s"].clone()),
             "full_batch_seconds": full,
-            "max_batch": max_batch,
-            "instances": instances,
-            "threads": threads,
+            "max_batch": m.max_batch,
+            "instances": m.instances,
+            "threads": m.threads,
         }));
     }
     eprintln!(
-        "no model bench results in {}: measuring the model at batch {max_batch}, {instances} instance(s) x {threads} thread(s)",
-        path.display()
+        "no {} model bench results in {}: measuring the model at batch {}, {} instance(s) x {} thread(s)",
+        m.precision,
+        path.display(),
+        m.max_batch,
+        m.instances,
+        m.threads
     );
-    let m = tokio::task::block_in_place(|| {
-        bench::model_bench(&ModelBenchOptions {
-            model: ModelConfig { dir: model_dir(), device: DeviceChoice::Cpu, ..ModelConfig::default() },
-            batches: vec![max_batch],
-            runs: 5,
-            warmup: 3,
-            threads: vec![threads],
-            instances: vec![instances],
-            min_frames_per_run: 32,
-            max_foreign_cores: 0.2,
-            max_discarded_rounds: 15,
-        })
-    })?;
+    let r = tokio::task::block_in_place(|| bench::model_bench(&m.bench_options(vec![m.max_batch], 5, 32, 2.0)))?;
+    let row = m.row(&r).cloned().unwrap_or(Value::Null);
     Ok(json!({
         "source": "in-process model bench at the worker's batch size, instances and threads",
-        "best_frames_per_s": m["best"]["frames_per_s"],
-        "best": m["best"],
-        "worker_config_frames_per_s": m["best"]["frames_per_s"],
-        "full_batch_seconds": m["best"]["ms_per_batch_median"].as_f64().map(|ms| ms / 1000.0),
-        "max_batch": max_batch,
-        "instances": instances,
-        "threads": threads,
+        "device": r["device"],
+        "precision": m.precision,
+        "best_frames_per_s": row["frames_per_s"],
+        "best": row,
+        "worker_config_frames_per_s": row["frames_per_s"],
+        "full_batch_seconds": row["ms_per_batch_median"].as_f64().map(|ms| ms / 1000.0),
+        "max_batch": m.max_batch,
+        "instances": m.instances,
+        "threads": m.threads,
     }))
 }
 
-/// The model alone at the worker's batch size, instances and threads, *sustained* for about
-/// `seconds` (3 runs) like the backlog run, measured right before it: short benchmark runs on
-/// this kind of machine (a VM) come out 10-20% faster than minutes of continuous load.
-fn sustained_model(max_batch: usize, instances: usize, threads: usize, seconds: f64) -> anyhow::Result<Value> {
+/// The model alone at the worker's setting, *sustained* for about `seconds` (3 runs) like the
+/// backlog run, measured right before it: short benchmark runs on this kind of machine (a VM)
+/// come out 10-20% faster than minutes of continuous load.
+fn sustained_model(m: &Reference, seconds: f64) -> anyhow::Result<Value> {
     tokio::task::block_in_place(|| {
         bench::wait_for_quiet("the sustained model reference");
-        // Size the runs from a quick estimate.
-        let opts = |frames: usize, runs: usize| ModelBenchOptions {
-            model: ModelConfig { dir: model_dir(), device: DeviceChoice::Cpu, ..ModelConfig::default() },
-            batches: vec![max_batch],
-            runs,
-            warmup: 3,
-            threads: vec![threads],
-            instances: vec![instances],
-            min_frames_per_run: frames,
-            max_foreign_cores: 0.2,
-            max_discarded_rounds: 6,
-        };
-        let quick = bench::model_bench(&opts(32, 1))?;
-        let fps = quick["best"]["frames_per_s"].as_f64().unwrap_or(50.0);
-        let frames = ((fps * seconds / 3.0) as usize).max(32);
-        eprintln!("sustained model reference: 3 runs of {frames} frames at batch {max_batch}, {instances} instance(s) x {threads} thread(s)");
-        let m = bench::model_bench(&opts(frames, 3))?;
-        let r = &m["best"];
-        eprintln!("sustained model reference: {:.1} frames/s", r["frames_per_s"].as_f64().unwrap_or(f64::NAN));
+        let per_run = seconds / 3.0;
+        eprintln!(
+            "sustained model reference: 3 runs of >= {per_run:.0} s at batch {}, {} instance(s) x {} thread(s), {}",
+            m.max_batch, m.instances, m.threads, m.precision
+        );
+        let r = bench::model_bench(&m.bench_options(vec![m.max_batch], 3, 32, per_run))?;
+        let row = m.row(&r).cloned().unwrap_or(Value::Null);
+        eprintln!("sustained model reference: {:.1} frames/s", row["frames_per_s"].as_f64().unwrap_or(f64::NAN));
         Ok(json!({
-            "frames_per_s": r["frames_per_s"], "ms_per_batch_median": r["ms_per_batch_median"],
-            "ms_per_batch_min": r["ms_per_batch_min"], "ms_per_batch_max": r["ms_per_batch_max"],
-            "frames_per_run": frames, "runs": 3, "batch": max_batch, "instances": instances, "threads": threads,
-            "discarded_rounds": r["discarded_rounds"], "date": bench::now_rfc3339(),
+            "frames_per_s": row["frames_per_s"], "ms_per_batch_median": row["ms_per_batch_median"],
+            "ms_per_batch_min": row["ms_per_batch_min"], "ms_per_batch_max": row["ms_per_batch_max"],
+            "seconds_per_run": row["seconds_per_run"], "iters_per_run": row["iters_per_run"], "runs": 3,
+            "batch": m.max_batch, "instances": m.instances, "threads": m.threads, "precision": m.precision,
+            "device": r["device"], "discarded_rounds": row["discarded_rounds"], "date": bench::now_rfc3339(),
         }))
     })
 }
@@ -585,6 +631,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let mut env = WorkerEnv::new(&broker, &s3);
     env.vars.retain(|(k, _)| !TEST_TUNING.contains(&k.as_str()));
     env.set("AUTOTAG_LOG", "info");
+    env.set("AUTOTAG__MODEL__DEVICE", &r.device);
     for (k, v) in &r.env {
         env.set(k, v);
     }
@@ -726,7 +773,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
         "stages": stage_stats(&metrics, duration_s),
         "model_threads_in_log": model_threads_log,
         "worker_exit": {"code": code, "seconds": stop_took.as_secs_f64()},
-        "overrides": overrides(&r.env),
+        "overrides": overrides(&r.device, &r.env),
         "config": serde_json::to_value(&cfg)?,
     }))
 }

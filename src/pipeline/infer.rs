@@ -131,6 +131,8 @@ pub trait Backend: Send + Sync {
 pub struct TorchBackend {
     module: tch::CModule,
     device: tch::Device,
+    /// "fp32" or "fp16" (what the weights actually are after loading).
+    precision: &'static str,
     side: i64,
     num_tags: usize,
 }
@@ -154,20 +156,28 @@ impl TorchBackend {
         let mut module = tch::CModule::load_on_device(&path, device)
             .map_err(|e| InferError::Model { path: path.display().to_string(), message: e.to_string() })?;
         module.set_eval();
-        if device.is_cuda() && cfg.fp16 {
-            // Casts parameters and buffers. A *frozen* TorchScript export (the
-            // default model) holds its weights as graph constants, which this
-            // does not reach: such a model keeps running in fp32.
-            module.to(device, tch::Kind::Half, false);
-            warn!("model.fp16: parameters cast to half; a frozen export keeps fp32 constants (see tools/README.md)");
+        let mut precision = "fp32";
+        if cfg.fp16 && !device.is_cuda() {
+            warn!("model.fp16 applies on CUDA only: running fp32 on {device:?}");
+        } else if cfg.fp16 {
+            // Casts the floating-point parameters and buffers; the exported module casts its
+            // uint8 input to the weights' dtype and returns fp32 scores. A frozen export holds
+            // its weights as graph constants, which no cast reaches: refuse to pretend.
+            let params = module.named_parameters().map(|p| p.len()).unwrap_or(0);
+            if params == 0 {
+                warn!("model.fp16: {} has no parameters (a frozen export?): running fp32", path.display());
+            } else {
+                module.to(device, tch::Kind::Half, false);
+                precision = "fp16";
+            }
         }
-        Ok(Self { module, device, side: side as i64, num_tags })
+        Ok(Self { module, device, precision, side: side as i64, num_tags })
     }
 
     pub fn device_name(&self) -> String {
         match self.device {
             tch::Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
-            d => format!("{d:?}"),
+            d => format!("{d:?} {}", self.precision),
         }
     }
 }
@@ -444,6 +454,22 @@ mod tests {
         assert_eq!(bucket_for(&b, 3), 4);
         assert_eq!(bucket_for(&b, 9), 12);
         assert_eq!(bucket_for(&b, 1), 1);
+    }
+
+    /// `model.fp16` casts the module's parameters; a frozen export has none (its weights are
+    /// graph constants), so the default export must keep them. On CPU the cast is refused and
+    /// the model stays fp32.
+    #[test]
+    fn exported_model_keeps_parameters_for_fp16() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/models/efficientnet-lite0");
+        let module = tch::CModule::load(dir.join("model.pt")).expect("the exported model (scripts/setup)");
+        let params = module.named_parameters().expect("parameters");
+        assert!(params.len() > 50, "only {} parameters: a frozen export cannot run fp16", params.len());
+        let cfg = ModelConfig { dir, device: crate::config::DeviceChoice::Cpu, fp16: true, ..ModelConfig::default() };
+        let (backend, info) = load_torch(&cfg).expect("load");
+        assert!(info.device.starts_with("cpu"), "{}", info.device);
+        let scores = backend.forward(&vec![127u8; 224 * 224 * 3], 1).expect("forward");
+        assert_eq!(scores.len(), info.tags.len());
     }
 
     /// build.rs must keep libtorch_cuda linked; on a machine with an NVIDIA

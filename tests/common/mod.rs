@@ -24,8 +24,15 @@ pub const DLQ: &str = "gif-uploads-dlq";
 pub const ACCESS_KEY: &str = "autotag-test-key";
 pub const SECRET_KEY: &str = "autotag-test-secret";
 
+/// The checkout: `AUTOTAG_REPO_DIR` when set (a prebuilt bench binary run from another copy of
+/// the tree, as on the GPU machine), else where this was compiled.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("AUTOTAG_REPO_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The `autotag` binary: `AUTOTAG_BIN` when set, else the one cargo built with this test.
+pub fn autotag_bin() -> PathBuf {
+    std::env::var_os("AUTOTAG_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_autotag")))
 }
 
 fn local_tool(name: &str) -> PathBuf {
@@ -327,7 +334,7 @@ impl Worker {
     pub fn start(env: &WorkerEnv, log_name: &str) -> Self {
         let log = std::env::temp_dir().join(format!("autotag-{log_name}-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_autotag"))
+        let child = Command::new(autotag_bin())
             .arg("worker")
             .arg("--config")
             .arg(repo().join("config/default.toml"))
