@@ -387,8 +387,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// with `threads` libtorch threads (CPU; 0 = leave the setting alone): `warmup` untimed passes
 /// each, then `runs` (may be 0) timed runs in which every instance does `iters` passes, started
 /// together.
-/// Returns per run (wall seconds, seconds per forward pass of one instance).
+/// Returns per run (wall seconds, seconds per forward pass of one instance), and the passes
+/// per run used.
 /// With `on_caller` (one instance only) the passes run on the calling thread instead.
+/// `iters`: passes per timed run; `Iters::Auto` sizes them after warm-up, on the same threads,
+/// from one timed run of 2 passes.
 #[allow(clippy::too_many_arguments)]
 fn time_batch(
     backend: &dyn Backend,
@@ -400,9 +403,18 @@ fn time_batch(
     on_caller: bool,
     warmup: usize,
     runs: usize,
-    iters: usize,
-) -> anyhow::Result<Vec<(f64, f64)>> {
+    iters: Iters,
+) -> anyhow::Result<(Vec<(f64, f64)>, usize)> {
     let input = &data[..b * frame];
+    let k = instances.max(1);
+    let size = |pass: f64| match iters {
+        Iters::Fixed(n) => n.max(1),
+        Iters::Auto { min_frames, min_s } => {
+            let by_frames = min_frames.div_ceil(b * k).max(1);
+            let by_time = if pass > 0.0 { (min_s / pass).ceil() as usize } else { 1 };
+            by_frames.max(by_time).max(1)
+        }
+    };
     if on_caller && instances <= 1 {
         let _no_grad = tch::no_grad_guard();
         if threads > 0 {
@@ -411,20 +423,29 @@ fn time_batch(
         for _ in 0..warmup {
             backend.forward(input, b)?;
         }
+        let mut n = size(0.0);
+        if matches!(iters, Iters::Auto { .. }) {
+            let t = Instant::now();
+            for _ in 0..2 {
+                backend.forward(input, b)?;
+            }
+            n = size(t.elapsed().as_secs_f64() / 2.0);
+        }
         let mut out = Vec::with_capacity(runs);
         for _ in 0..runs {
             let t = Instant::now();
-            for _ in 0..iters {
+            for _ in 0..n {
                 backend.forward(input, b)?;
             }
             let wall = t.elapsed().as_secs_f64();
-            out.push((wall, wall / iters as f64));
+            out.push((wall, wall / n as f64));
         }
-        return Ok(out);
+        return Ok((out, n));
     }
-    let k = instances.max(1);
     let barrier = std::sync::Barrier::new(k + 1);
     let failed = std::sync::Mutex::new(None::<String>);
+    let chosen = std::sync::atomic::AtomicUsize::new(size(0.0));
+    let auto = matches!(iters, Iters::Auto { .. });
     let mut out = Vec::with_capacity(runs);
     std::thread::scope(|s| {
         for _ in 0..k {
@@ -435,39 +456,61 @@ fn time_batch(
                     tch::set_num_threads(threads as i32);
                 }
                 let mut ok = true;
-                for _ in 0..warmup {
-                    if let Err(e) = backend.forward(input, b) {
+                let pass = |ok: &mut bool| {
+                    if *ok && let Err(e) = backend.forward(input, b) {
                         *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                        ok = false;
-                        break;
+                        *ok = false;
                     }
+                };
+                for _ in 0..warmup {
+                    pass(&mut ok);
                 }
                 barrier.wait(); // warm
+                if auto {
+                    barrier.wait(); // start sizing
+                    pass(&mut ok);
+                    pass(&mut ok);
+                    barrier.wait(); // sized
+                    barrier.wait(); // iteration count published
+                }
                 for _ in 0..runs {
                     barrier.wait(); // start
-                    for _ in 0..iters {
-                        if ok && let Err(e) = backend.forward(input, b) {
-                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                            ok = false;
-                        }
+                    for _ in 0..chosen.load(std::sync::atomic::Ordering::SeqCst) {
+                        pass(&mut ok);
                     }
                     barrier.wait(); // done
                 }
             });
         }
         barrier.wait();
+        if auto {
+            barrier.wait();
+            let t = Instant::now();
+            barrier.wait();
+            chosen.store(size(t.elapsed().as_secs_f64() / 2.0), std::sync::atomic::Ordering::SeqCst);
+            barrier.wait();
+        }
+        let n = chosen.load(std::sync::atomic::Ordering::SeqCst);
         for _ in 0..runs {
             barrier.wait();
             let t = Instant::now();
             barrier.wait();
             let wall = t.elapsed().as_secs_f64();
-            out.push((wall, wall / iters as f64));
+            out.push((wall, wall / n as f64));
         }
     });
     if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         bail!("forward failed: {e}");
     }
-    Ok(out)
+    Ok((out, chosen.into_inner()))
+}
+
+/// Forward passes per timed run.
+#[derive(Debug, Clone, Copy)]
+enum Iters {
+    Fixed(usize),
+    /// Enough for `min_frames` frames and `min_s` seconds, sized after warm-up.
+    Auto { min_frames: usize, min_s: f64 },
 }
 
 /// Measure every (instances, threads) × batch size. All are warmed up first; then each timed
@@ -485,45 +528,60 @@ fn measure_all(
 ) -> anyhow::Result<Vec<Value>> {
     let pairs: Vec<(usize, usize, bool, usize)> =
         combos.iter().flat_map(|&(k, t, m)| opts.batches.iter().map(move |&b| (k, t, m, b))).collect();
-    for &(k, t, m, b) in &pairs {
-        time_batch(backend, data, frame, b, k, t, m, opts.warmup, 0, 1)?;
-    }
-    // Iterations per timed run: enough for `min_frames_per_run` and for `min_run_s`, sized
-    // from one timed run of 2 passes per configuration.
-    let mut iters_of = Vec::with_capacity(pairs.len());
-    for &(k, t, m, b) in &pairs {
-        let pass = time_batch(backend, data, frame, b, k, t, m, 0, 1, 2)?.first().map(|x| x.1).unwrap_or(0.0);
-        let by_frames = opts.min_frames_per_run.div_ceil(b * k).max(1);
-        let by_time = if pass > 0.0 { (opts.min_run_s / pass).ceil() as usize } else { 1 };
-        iters_of.push(by_frames.max(by_time).max(1));
-    }
-    let iters = |i: usize| iters_of[i];
+    let auto = Iters::Auto { min_frames: opts.min_frames_per_run, min_s: opts.min_run_s };
     let runs = opts.runs.max(1);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); pairs.len()];
-    let (mut round, mut discarded, mut kept_foreign) = (0, 0, 0.0f64);
-    while round < runs {
-        let watch = CpuWatch::start();
-        let mut this = Vec::with_capacity(pairs.len());
+    let mut iters_of = vec![1usize; pairs.len()];
+    let (mut discarded, mut kept_foreign) = (0, 0.0f64);
+    if device == "cuda" {
+        // One call per configuration: warm-up, sizing and every timed run on the same threads.
+        // A thread's first CUDA forwards are slow (per-thread handles and caches: measured at
+        // seconds), so fresh threads per run, as the interleaved CPU rounds use, would time
+        // that set-up instead of the model. GPU runs are not disturbed by CPU neighbours the
+        // way CPU runs are, so the rounds need not interleave.
         for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
-            let r = time_batch(backend, data, frame, b, k, t, m, 0, 1, iters(i))?;
-            this.push(r.first().map(|x| x.1).unwrap_or(f64::NAN));
+            let watch = CpuWatch::start();
+            let (r, n) = time_batch(backend, data, frame, b, k, t, m, opts.warmup.max(3), runs, auto)?;
+            per[i] = r.iter().map(|x| x.1).collect();
+            iters_of[i] = n;
+            kept_foreign = kept_foreign.max(watch.finish()["foreign_cores"].as_f64().unwrap_or(0.0));
+            eprintln!("model {device} {precision}: instances={k} batch={b} done");
         }
-        // On a shared machine a round during which other processes took CPU time is
-        // repeated (a few times at most; the JSON says how many were discarded).
-        let foreign = watch.finish()["foreign_cores"].as_f64().unwrap_or(0.0);
-        if foreign > opts.max_foreign_cores && discarded < opts.max_discarded_rounds {
-            discarded += 1;
-            eprintln!("model {device} {precision}: round {} disturbed by other processes ({foreign:.2} cores): discarded", round + 1);
-            wait_for_quiet("repeating the round");
-            continue;
+    } else {
+        for &(k, t, m, b) in &pairs {
+            time_batch(backend, data, frame, b, k, t, m, opts.warmup, 0, Iters::Fixed(1))?;
         }
-        for (i, v) in this.into_iter().enumerate() {
-            per[i].push(v);
+        // Iterations per timed run: enough for `min_frames_per_run` and for `min_run_s`, sized
+        // from one timed run of 2 passes per configuration.
+        for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
+            iters_of[i] = time_batch(backend, data, frame, b, k, t, m, 0, 0, auto)?.1;
         }
-        kept_foreign = kept_foreign.max(foreign);
-        round += 1;
-        eprintln!("model {device} {precision}: round {round}/{runs} done (other processes: {foreign:.2} cores)");
+        let mut round = 0;
+        while round < runs {
+            let watch = CpuWatch::start();
+            let mut this = Vec::with_capacity(pairs.len());
+            for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
+                let (r, _) = time_batch(backend, data, frame, b, k, t, m, 0, 1, Iters::Fixed(iters_of[i]))?;
+                this.push(r.first().map(|x| x.1).unwrap_or(f64::NAN));
+            }
+            // On a shared machine a round during which other processes took CPU time is
+            // repeated (a few times at most; the JSON says how many were discarded).
+            let foreign = watch.finish()["foreign_cores"].as_f64().unwrap_or(0.0);
+            if foreign > opts.max_foreign_cores && discarded < opts.max_discarded_rounds {
+                discarded += 1;
+                eprintln!("model {device} {precision}: round {} disturbed by other processes ({foreign:.2} cores): discarded", round + 1);
+                wait_for_quiet("repeating the round");
+                continue;
+            }
+            for (i, v) in this.into_iter().enumerate() {
+                per[i].push(v);
+            }
+            kept_foreign = kept_foreign.max(foreign);
+            round += 1;
+            eprintln!("model {device} {precision}: round {round}/{runs} done (other processes: {foreign:.2} cores)");
+        }
     }
+    let iters = |i: usize| iters_of[i];
     let mut rows = Vec::with_capacity(pairs.len());
     for (i, &(k, t, m, b)) in pairs.iter().enumerate() {
         let v = &mut per[i];

@@ -235,7 +235,7 @@ pub struct InferSettings {
 }
 
 /// Run warm-up forwards for every bucket shape; returns seconds spent.
-pub fn warm_up(backend: &mut dyn Backend, side: u32, buckets: &[usize], runs: usize) -> Result<f64, InferError> {
+pub fn warm_up(backend: &dyn Backend, side: u32, buckets: &[usize], runs: usize) -> Result<f64, InferError> {
     let t = Instant::now();
     let frame = (side as usize).pow(2) * 3;
     for &b in buckets {
@@ -283,7 +283,7 @@ where
         .spawn(move || {
             let _no_grad = tch::no_grad_guard();
             let t = Instant::now();
-            let (mut backend, info) = match make_backend() {
+            let (backend, info) = match make_backend() {
                 Ok(x) => x,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -293,18 +293,17 @@ where
             let load_s = t.elapsed().as_secs_f64();
             metrics::gauge!(telemetry::MODEL_LOAD_SECONDS).set(load_s);
             let buckets = buckets(settings.max_batch);
-            let warm_s = match warm_up(backend.as_mut(), info.side, &buckets, settings.warmup_runs) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            metrics::gauge!(telemetry::MODEL_WARMUP_SECONDS).set(warm_s);
-            info!(model = %info.model.name, version = %info.model.version, device = %info.device,
-                  instances = settings.instances, load_s, warm_s, buckets = ?buckets, "model ready");
-            let _ = ready_tx.send(Ok(info.clone()));
+            if let Err(e) = warm_up(backend.as_ref(), info.side, &buckets, settings.warmup_runs) {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
             let backend: Arc<dyn Backend> = Arc::from(backend);
+            // Every instance thread warms every bucket before the worker reports ready: on
+            // CUDA, cuDNN's autotuned plans are cached per thread, and a thread's first pass
+            // of a shape costs seconds (measured on an H100), which would otherwise land on
+            // live traffic.
+            let instances = settings.instances.max(1);
+            let (warmed_tx, warmed_rx) = std::sync::mpsc::channel::<()>();
             let shared = Arc::new(Shared {
                 backend,
                 info,
@@ -316,19 +315,34 @@ where
                 shutdown,
                 open: Open::default(),
             });
-            let extra: Vec<_> = (1..shared.settings.instances.max(1))
+            let extra: Vec<_> = (1..instances)
                 .filter_map(|i| {
                     let shared = shared.clone();
+                    let warmed = warmed_tx.clone();
                     std::thread::Builder::new()
                         .name(format!("autotag-infer-{i}"))
                         .spawn(move || {
                             let _no_grad = tch::no_grad_guard();
-                            run_loop(&shared);
+                            let sh = &shared;
+                            if let Err(e) = warm_up(sh.backend.as_ref(), sh.info.side, &sh.buckets, sh.settings.warmup_runs) {
+                                warn!(error = %e, instance = i, "warm-up failed on a model instance thread");
+                            }
+                            let _ = warmed.send(());
+                            run_loop(sh);
                         })
                         .inspect_err(|e| error!(error = %e, "cannot start a model instance thread"))
                         .ok()
                 })
                 .collect();
+            drop(warmed_tx);
+            for _ in 0..extra.len() {
+                let _ = warmed_rx.recv();
+            }
+            let warm_s = t.elapsed().as_secs_f64() - load_s;
+            metrics::gauge!(telemetry::MODEL_WARMUP_SECONDS).set(warm_s);
+            info!(model = %shared.info.model.name, version = %shared.info.model.version, device = %shared.info.device,
+                  instances, load_s, warm_s, buckets = ?shared.buckets, "model ready");
+            let _ = ready_tx.send(Ok(shared.info.clone()));
             run_loop(&shared);
             for h in extra {
                 let _ = h.join();
