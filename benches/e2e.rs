@@ -230,7 +230,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     )?;
                 }
             }
-            other => bail!("unknown mode {other:?} (backlog, steady, memory)"),
+            "s3" => {
+                let v = s3_ceiling(&valid, args.events.max(2000), base_cfg.s3.max_concurrent_fetches).await?;
+                merge(&json_path, &["e2e", "s3"], v)?;
+            }
+            other => bail!("unknown mode {other:?} (backlog, steady, memory, s3)"),
         }
     }
 
@@ -405,6 +409,55 @@ fn sustained_model(m: &Reference, seconds: f64) -> anyhow::Result<Value> {
             "device": r["device"], "discarded_rounds": row["discarded_rounds"], "date": bench::now_rfc3339(),
         }))
     })
+}
+
+/// What the S3 server alone delivers: `n` GetObject calls over the backlog's object mix, with
+/// the worker's own `get_object` and the worker's fetch concurrency, on a runtime with one
+/// thread per core. The ceiling of any e2e run through this server.
+async fn s3_ceiling(files: &[String], n: usize, concurrency: usize) -> anyhow::Result<Value> {
+    use futures::StreamExt as _;
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET).await;
+    let mut sizes = Vec::new();
+    for f in files {
+        let body = read(&testdata(f));
+        sizes.push(body.len());
+        s3.put(BUCKET, &format!("bench/{f}"), body).await;
+    }
+    let keys: Vec<String> = (0..n).map(|i| format!("bench/{}", files[i % files.len()])).collect();
+    let endpoint = s3.endpoint();
+    let v = tokio::task::block_in_place(|| -> anyhow::Result<Value> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(bench::nproc()).enable_all().build()?;
+        rt.block_on(async {
+            let client = s3.client().await;
+            // Warm the connection pool.
+            for k in keys.iter().take(concurrency.min(64)) {
+                autotag::pipeline::fetch::get_object(&client, BUCKET, k, u64::MAX).await?;
+            }
+            let watch = bench::CpuWatch::start();
+            let t = Instant::now();
+            let mut bytes = 0usize;
+            let mut results = futures::stream::iter(keys.iter())
+                .map(|k| autotag::pipeline::fetch::get_object(&client, BUCKET, k, u64::MAX))
+                .buffer_unordered(concurrency.max(1));
+            while let Some(r) = results.next().await {
+                bytes += r?.len();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            eprintln!(
+                "s3 ceiling: {n} GETs at concurrency {concurrency} in {secs:.2} s: {:.0} objects/s, {:.0} MB/s ({endpoint})",
+                n as f64 / secs,
+                bytes as f64 / secs / 1e6
+            );
+            Ok::<_, anyhow::Error>(json!({
+                "gets": n, "concurrency": concurrency, "seconds": secs, "objects_per_s": n as f64 / secs,
+                "mb_per_s": bytes as f64 / secs / 1e6, "mean_object_bytes": bytes as f64 / n as f64,
+                "cpu_load": watch.finish(), "client_threads": bench::nproc(), "date": bench::now_rfc3339(),
+                "what": "GetObject through s3s-fs with the worker's get_object, no decode/model/Kafka",
+            }))
+        })
+    })?;
+    Ok(v)
 }
 
 fn now_ms() -> i64 {

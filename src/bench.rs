@@ -1326,10 +1326,12 @@ pub fn render_report(root: &Value) -> String {
 
     let e = &root["e2e"];
     if e.is_object() {
-        o += "### End to end\n\nReal Tansu broker, s3s-fs and `autotag worker` process, CPU. Latency: `uploaded_at` (set when the \
+        let dev = e["resolved"]["device"].as_str().unwrap_or("cpu");
+        let dev = if dev == "cuda" { format!("CUDA, {}", e["resolved"]["precision"].as_str().unwrap_or("fp32")) } else { "CPU".to_owned() };
+        o += &format!("### End to end\n\nReal Tansu broker, s3s-fs and `autotag worker` process, {dev}. Latency: `uploaded_at` (set when the \
               event is produced) to the suggestion's Kafka record timestamp. Backlog: every event produced before the worker \
               starts; duration from `/readyz` = 200 to the last suggestion. Steady: events offered at a fixed rate; duration \
-              from the first upload to the last suggestion. Peak RSS: the worker's `VmHWM` just before it is stopped.\n\n";
+              from the first upload to the last suggestion. Peak RSS: the worker's `VmHWM` just before it is stopped.\n\n");
         o += "| mode | events | seconds | GIFs/s | frames/s | ÷ best model-only | p50 s | p95 s | p99 s | peak RSS MiB | dead letters | other processes (cores) |\n";
         o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         if e["backlog"].is_object() {
@@ -1353,12 +1355,25 @@ pub fn render_report(root: &Value) -> String {
                 match mr.get("sustained").filter(|v| v.is_object()) {
                     Some(su) => format!(
                         "The same model alone at the worker's setting (batch {}, {} instance(s) x {} thread(s)), sustained for {} runs of {} \
-                         frames right before the backlog run: **{} frames/s**; the backlog ran at **{}** of that.",
-                        s(&su["batch"]), s(&su["instances"]), s(&su["threads"]), s(&su["runs"]), s(&su["frames_per_run"]),
+                         passes of batch {} right before the backlog run: **{} frames/s**; the backlog ran at **{}** of that.",
+                        s(&su["batch"]), s(&su["instances"]), s(&su["threads"]), s(&su["runs"]), s(&su["iters_per_run"]), s(&su["batch"]),
                         f1(&su["frames_per_s"]), f2(&e["backlog"]["ratio_to_sustained_worker_config_model"])
                     ),
                     None => String::new(),
                 },
+            );
+        }
+        if let Some(c) = e["s3"].as_object() {
+            let s3_rate = c.get("objects_per_s").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            o += &format!(
+                "The S3 server alone (mode `s3`: {} GetObject calls with the worker's `get_object`, concurrency {}, no decode, model or \
+                 Kafka): **{:.0} objects/s** ({:.0} MB/s). The backlog's {} GIFs/s is **{:.2}** of that ceiling.\n\n",
+                s(&c["gets"]),
+                s(&c["concurrency"]),
+                s3_rate,
+                c.get("mb_per_s").and_then(Value::as_f64).unwrap_or(f64::NAN),
+                f1(&e["backlog"]["gifs_per_s"]),
+                e["backlog"]["gifs_per_s"].as_f64().unwrap_or(f64::NAN) / s3_rate,
             );
         }
         let cfg = &e["backlog"]["config"];
