@@ -1164,7 +1164,9 @@ pub fn model_table(m: &Value) -> String {
     for r in m["results"].as_array().into_iter().flatten() {
         o += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {}–{} |\n",
-            s(&r["device"]), s(&r["precision"]), r["thread"].as_str().unwrap_or("main"), r["instances"].as_u64().unwrap_or(1), s(&r["threads"]), s(&r["batch"]),
+            s(&r["device"]), s(&r["precision"]), r["thread"].as_str().unwrap_or("main"), r["instances"].as_u64().unwrap_or(1),
+            // libtorch's CPU thread count means nothing for a forward on the GPU.
+            if r["device"] == "cuda" { "-".to_owned() } else { s(&r["threads"]) }, s(&r["batch"]),
             f1(&r["frames_per_s"]), f1(&r["ms_per_batch_median"]), f1(&r["ms_per_batch_min"]), f1(&r["ms_per_batch_max"])
         );
     }
@@ -1264,14 +1266,19 @@ pub fn render_report(root: &Value) -> String {
     if model.is_object() {
         o += &format!(
             "### Model only\n\n`{}` {} on {}, input uint8 `[B,224,224,3]` through the worker's backend (copy in, forward, copy out); \
-             {} warm-up passes per configuration, then the median of {} rounds (each round times every configuration once, \
-             so slow phases of the host spread over all of them), each run at least {} frames.\n\n",
+             {} warm-up passes per configuration, then the median of {} timed runs{}, each run at least {} frames and {} s.\n\n",
             s(&model["model"]["name"]),
             s(&model["model"]["version"]),
             s(&model["device"]),
             s(&model["warmup"]),
             s(&model["runs"]),
+            if model["device"] == "cuda" {
+                " (all of one configuration on the same threads: cuDNN caches its tuned plans per thread)"
+            } else {
+                " in rounds (each round times every configuration once, so slow phases of the host spread over all of them)"
+            },
             s(&model["min_frames_per_run"]),
+            model["min_run_s"].as_f64().map(|x| format!("{x}")).unwrap_or_else(|| "0".into()),
         );
         o += &model_table(model);
         let rows = model["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
