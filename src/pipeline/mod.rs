@@ -203,6 +203,24 @@ impl Drop for Retrier {
 }
 
 /// Capped exponential backoff with full jitter.
+/// A librdkafka client config: `bootstrap.servers`, then our `defaults`, then the operator's
+/// pass-through map (`kafka.consumer` / `kafka.producer`), so the operator's keys win.
+pub fn kafka_client_config(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    passthrough: &std::collections::BTreeMap<String, String>,
+) -> rdkafka::ClientConfig {
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        cc.set(*k, *v);
+    }
+    for (k, v) in passthrough {
+        cc.set(k, v);
+    }
+    cc
+}
+
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let exp = initial.saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));
     let cap = exp.min(max);
@@ -214,6 +232,16 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_kafka_keys_override_ours() {
+        let passthrough = [("acks".to_owned(), "1".to_owned()), ("client.id".to_owned(), "x".to_owned())].into();
+        let cc = kafka_client_config("b:9092", &[("acks", "all"), ("linger.ms", "5")], &passthrough);
+        assert_eq!(cc.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(cc.get("acks"), Some("1"));
+        assert_eq!(cc.get("linger.ms"), Some("5"));
+        assert_eq!(cc.get("client.id"), Some("x"));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

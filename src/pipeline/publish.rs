@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::mpsc;
@@ -28,17 +27,14 @@ use crate::telemetry::{self, Health};
 
 /// Create the idempotent producer for outputs.
 pub fn create_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
+    let defaults = [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
         // librdkafka retries internally within this window; our loop retries after it.
-        .set("message.timeout.ms", "30000");
-    for (k, v) in &cfg.producer {
-        cc.set(k, v);
-    }
-    cc.create()
+        ("message.timeout.ms", "30000"),
+    ];
+    super::kafka_client_config(&cfg.brokers, &defaults, &cfg.producer).create()
 }
 
 /// A serialised output.

@@ -17,7 +17,6 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -207,18 +206,16 @@ pub fn create_consumer(
     offsets: Offsets,
     health: Arc<Health>,
 ) -> Result<Arc<SourceConsumer>, rdkafka::error::KafkaError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
+    let defaults = [
+        ("group.id", cfg.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
         // Bound librdkafka's prefetch buffer (default 64 MiB per partition).
-        .set("queued.max.messages.kbytes", "16384");
-    for (k, v) in &cfg.consumer {
-        cc.set(k, v);
-    }
+        ("queued.max.messages.kbytes", "16384"),
+    ];
+    let cc = super::kafka_client_config(&cfg.brokers, &defaults, &cfg.consumer);
     let consumer: SourceConsumer = cc.create_with_context(SourceContext { offsets, health })?;
     Ok(Arc::new(consumer))
 }
