@@ -123,7 +123,14 @@ pub struct S3Config {
     /// size before the body is read. Bigger objects are dead-lettered as
     /// `too_large`.
     pub max_object_bytes: u64,
-    /// Timeout of one GetObject attempt (headers and body).
+    /// Downloaded bytes the pipeline holds at once, from a GetObject
+    /// response until that GIF is decoded: the memory bound of fetching,
+    /// which `max_concurrent_fetches × max_object_bytes` alone would leave at
+    /// gigabytes. A response whose object does not fit waits for room before
+    /// its body is read (the wait does not count towards the request
+    /// timeout). Must be at least `max_object_bytes`.
+    pub max_bytes_in_flight: u64,
+    /// Timeout of one GetObject attempt (headers, and the body separately).
     pub request_timeout_ms: u64,
 }
 
@@ -132,7 +139,8 @@ impl Default for S3Config {
         Self {
             force_path_style: true,
             max_concurrent_fetches: 16,
-            max_object_bytes: 64 * 1024 * 1024,
+            max_object_bytes: 32 * 1024 * 1024,
+            max_bytes_in_flight: 256 * 1024 * 1024,
             request_timeout_ms: 10_000,
         }
     }
@@ -368,6 +376,12 @@ impl Config {
         if self.s3.max_concurrent_fetches == 0 {
             return bad("s3.max_concurrent_fetches must be >= 1");
         }
+        if self.s3.max_bytes_in_flight < self.s3.max_object_bytes {
+            return bad("s3.max_bytes_in_flight must be >= s3.max_object_bytes (else a large object could never fit)");
+        }
+        if self.s3.max_bytes_in_flight / 1024 > u64::from(u32::MAX) {
+            return bad("s3.max_bytes_in_flight must be below 4 TiB");
+        }
         if !(0.0..=1.0).contains(&self.model.threshold) {
             return bad("model.threshold must be within [0, 1]");
         }
@@ -466,5 +480,7 @@ mod tests {
         assert!(Config::load_with_env(None, env(&[("AUTOTAG__BATCH__MAX_BATCH", "0")])).is_err());
         assert!(Config::load_with_env(None, env(&[("AUTOTAG__BATCH__MAX_BATCH", "lots")])).is_err());
         assert!(Config::load_with_env(None, env(&[("AUTOTAG__KAFKA__BROKERS__X", "1")])).is_err());
+        // The download budget must hold the largest accepted object.
+        assert!(Config::load_with_env(None, env(&[("AUTOTAG__S3__MAX_BYTES_IN_FLIGHT", "1048576")])).is_err());
     }
 }

@@ -130,6 +130,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
             fetched: fetched_tx,
             outcomes: outcome_tx.clone(),
             shutdown: shutdown.clone(),
+            budget: fetch::ByteBudget::new(cfg.s3.max_bytes_in_flight),
         }
         .run(),
     );

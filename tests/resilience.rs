@@ -52,6 +52,10 @@ fn events(n: usize, prefix: &str) -> Vec<(String, String, Vec<u8>)> {
 fn worker_env(broker: &Broker, s3: &S3Server) -> WorkerEnv {
     let mut env = WorkerEnv::new(broker, s3);
     env.set("AUTOTAG_LOG", "info");
+    // A download budget of two of the corpus's largest GIFs (2 MB): fetches queue for memory
+    // all the time, so these tests also show that the budget loses and blocks nothing.
+    env.set("AUTOTAG__S3__MAX_OBJECT_BYTES", "4194304");
+    env.set("AUTOTAG__S3__MAX_BYTES_IN_FLIGHT", "4194304");
     env
 }
 

@@ -36,7 +36,7 @@ impl DecodeStage {
         let pool = Arc::new(Semaphore::new(self.threads.max(1)));
         let limits = Arc::new(self.limits.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        while let Some(Fetched { job, bytes }) = self.fetched.recv().await {
+        while let Some(Fetched { job, bytes, reserved }) = self.fetched.recv().await {
             let Ok(permit) = pool.clone().acquire_owned().await else { break };
             let (spec, limits, timeout) = (self.spec, limits.clone(), self.timeout);
             let (decoded, outcomes) = (self.decoded.clone(), self.outcomes.clone());
@@ -44,7 +44,11 @@ impl DecodeStage {
                 let started = Instant::now();
                 let work = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    decode_and_sample(&bytes, spec, &limits)
+                    let frames = decode_and_sample(&bytes, spec, &limits);
+                    // The download's memory goes back to the fetch stage's budget here.
+                    drop(bytes);
+                    drop(reserved);
+                    frames
                 });
                 let result = tokio::time::timeout(timeout, work).await;
                 metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")

@@ -15,7 +15,10 @@
 //!
 //! The object's size is checked from the response headers before the body is
 //! read, and the body read is capped as well (a lying Content-Length cannot
-//! make the worker allocate more).
+//! make the worker allocate more). Then the body waits for room in the
+//! [`ByteBudget`] (`s3.max_bytes_in_flight`); the reservation travels with
+//! the bytes and is released when the GIF has been decoded, so downloads in
+//! memory stay bounded whatever the fetch concurrency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use super::{Job, Outcome, Retrier, Shutdown};
@@ -36,6 +39,50 @@ use crate::telemetry::{self, Health};
 pub struct Fetched {
     pub job: Job,
     pub bytes: Vec<u8>,
+    /// This GIF's share of the byte budget; dropped once it is decoded.
+    pub reserved: Reservation,
+}
+
+/// Bytes reserved in a [`ByteBudget`]; released on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    _permit: Option<OwnedSemaphorePermit>,
+    /// Bytes reserved (rounded up to KiB).
+    pub bytes: u64,
+}
+
+/// Downloaded bytes the pipeline may hold at once (`s3.max_bytes_in_flight`),
+/// counted in KiB permits of a semaphore.
+#[derive(Debug, Clone)]
+pub struct ByteBudget {
+    sem: Arc<Semaphore>,
+    kib: u32,
+}
+
+impl ByteBudget {
+    pub fn new(bytes: u64) -> Self {
+        let kib = Self::kib(bytes).max(1);
+        ByteBudget { sem: Arc::new(Semaphore::new(kib as usize)), kib }
+    }
+
+    fn kib(bytes: u64) -> u32 {
+        bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Wait until `bytes` fit. A request larger than the whole budget waits
+    /// for all of it (config validation keeps `max_object_bytes` within it).
+    pub async fn reserve(&self, bytes: u64) -> Reservation {
+        let n = Self::kib(bytes.max(1)).min(self.kib);
+        // The semaphore is never closed, so acquiring cannot fail; if it
+        // somehow did, go on unbounded rather than stall the pipeline.
+        let permit = self.sem.clone().acquire_many_owned(n).await.ok();
+        Reservation { _permit: permit, bytes: u64::from(n) * 1024 }
+    }
+
+    /// Bytes not reserved right now.
+    pub fn available(&self) -> u64 {
+        self.sem.available_permits() as u64 * 1024
+    }
 }
 
 /// Why a fetch failed.
@@ -105,13 +152,29 @@ fn classify(err: SdkError<GetObjectError>, bucket: &str, key: &str) -> FetchErro
 
 /// One GetObject attempt, size-checked.
 pub async fn get_object(client: &Client, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+    let (body, declared) = start_get(client, bucket, key, max_bytes).await?;
+    read_body(body, declared, max_bytes).await
+}
+
+/// Send GetObject and check the declared size; returns the unread body and
+/// the declared length (0 when the server sent none).
+pub async fn start_get(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    max_bytes: u64,
+) -> Result<(aws_sdk_s3::primitives::ByteStream, u64), FetchError> {
     let resp = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
     let declared = resp.content_length().unwrap_or(0).max(0) as u64;
     if declared > max_bytes {
         return Err(FetchError::TooLarge { size: declared, limit: max_bytes });
     }
-    let mut body = resp.body;
-    let mut out = Vec::with_capacity(declared as usize);
+    Ok((resp.body, declared))
+}
+
+/// Read a body of `declared` bytes, never more than `max_bytes`.
+pub async fn read_body(mut body: aws_sdk_s3::primitives::ByteStream, declared: u64, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+    let mut out = Vec::with_capacity(declared.min(max_bytes) as usize);
     while let Some(chunk) = body.try_next().await.map_err(|e| FetchError::Transient(format!("reading body: {e}")))? {
         if (out.len() + chunk.len()) as u64 > max_bytes {
             return Err(FetchError::TooLarge { size: (out.len() + chunk.len()) as u64, limit: max_bytes });
@@ -119,6 +182,28 @@ pub async fn get_object(client: &Client, bucket: &str, key: &str, max_bytes: u64
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// One attempt of the stage: headers (timed), room in the byte budget
+/// (untimed: waiting for decode to free memory is not a fault of S3), body
+/// (timed).
+async fn attempt(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    s3: &S3Config,
+    budget: &ByteBudget,
+) -> Result<(Vec<u8>, Reservation), FetchError> {
+    let timeout = Duration::from_millis(s3.request_timeout_ms);
+    let timed_out = || FetchError::Transient(format!("timed out after {timeout:?}"));
+    let (body, declared) = tokio::time::timeout(timeout, start_get(client, bucket, key, s3.max_object_bytes))
+        .await
+        .map_err(|_| timed_out())??;
+    // No Content-Length: reserve for the largest object we would accept.
+    let reserved = budget.reserve(if declared > 0 { declared } else { s3.max_object_bytes }).await;
+    let limit = s3.max_object_bytes.min(reserved.bytes.max(declared));
+    let bytes = tokio::time::timeout(timeout, read_body(body, declared, limit)).await.map_err(|_| timed_out())??;
+    Ok((bytes, reserved))
 }
 
 /// The fetch stage.
@@ -131,6 +216,8 @@ pub struct FetchStage {
     pub fetched: mpsc::Sender<Fetched>,
     pub outcomes: mpsc::Sender<Outcome>,
     pub shutdown: Shutdown,
+    /// Shared with nobody else: reservations travel with the bytes to decode.
+    pub budget: ByteBudget,
 }
 
 impl FetchStage {
@@ -142,9 +229,10 @@ impl FetchStage {
             let client = self.client.clone();
             let (s3, retry, health) = (self.s3.clone(), self.retry.clone(), self.health.clone());
             let (fetched, outcomes, shutdown) = (self.fetched.clone(), self.outcomes.clone(), self.shutdown.clone());
+            let budget = self.budget.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                fetch_one(job, client, s3, retry, health, fetched, outcomes, shutdown).await;
+                fetch_one(job, client, s3, retry, health, fetched, outcomes, shutdown, budget).await;
             });
             while tasks.try_join_next().is_some() {}
         }
@@ -163,17 +251,13 @@ async fn fetch_one(
     fetched: mpsc::Sender<Fetched>,
     outcomes: mpsc::Sender<Outcome>,
     mut shutdown: Shutdown,
+    budget: ByteBudget,
 ) {
     let started = Instant::now();
     let (bucket, key) = (job.upload.bucket.clone(), job.upload.key.clone());
-    let timeout = Duration::from_millis(s3.request_timeout_ms);
     let mut retrier = Retrier::new("s3", retry, health);
     let result = loop {
-        let r = match tokio::time::timeout(timeout, get_object(&client, &bucket, &key, s3.max_object_bytes)).await {
-            Ok(r) => r,
-            Err(_) => Err(FetchError::Transient(format!("timed out after {timeout:?}"))),
-        };
-        match r {
+        match attempt(&client, &bucket, &key, &s3, &budget).await {
             Err(e) if e.is_transient() => {
                 if !retrier.failed(format!("s3://{bucket}/{key}: {e}"), &mut shutdown).await {
                     // Abandoned at shutdown: not completed, so not committed.
@@ -186,12 +270,44 @@ async fn fetch_one(
     drop(retrier);
     metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "fetch").record(started.elapsed().as_secs_f64());
     match result {
-        Ok(bytes) => {
-            let _ = fetched.send(Fetched { job, bytes }).await;
+        Ok((bytes, reserved)) => {
+            let _ = fetched.send(Fetched { job, bytes, reserved }).await;
         }
         Err(e) => {
             warn!(%bucket, %key, error = %e, "fetch failed permanently");
             let _ = outcomes.send(Outcome::failed(job.ticket, Stage::Fetch, e.reason(), e.to_string())).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn byte_budget_blocks_until_decoded_bytes_are_released() {
+        let budget = ByteBudget::new(3 * 1024);
+        let a = budget.reserve(2000).await; // 2 KiB
+        assert_eq!(a.bytes, 2048);
+        assert_eq!(budget.available(), 1024);
+        let b = budget.reserve(1).await;
+        assert_eq!(budget.available(), 0);
+        // A third reservation waits until something is released.
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(2048).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(b);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "1 KiB free is not enough for 2 KiB");
+        drop(a);
+        let c = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("released").expect("task");
+        assert_eq!(c.bytes, 2048);
+        // More than the whole budget waits for all of it instead of forever.
+        drop(c);
+        let all = budget.reserve(1 << 30).await;
+        assert_eq!(all.bytes, 3 * 1024);
     }
 }
