@@ -135,11 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ("AUTOTAG__KAFKA__BROKERS".into(), probe_broker),
         ("AUTOTAG__MODEL__DEVICE".into(), args.device.clone()),
     ])?;
-    let cuda = match base_cfg.model.device {
-        DeviceChoice::Cpu => false,
-        DeviceChoice::Cuda => true,
-        DeviceChoice::Auto => tch::Cuda::is_available(),
-    };
+    let cuda = autotag::pipeline::infer::uses_cuda(base_cfg.model.device);
     let device = if cuda { "cuda" } else { "cpu" };
     let precision = if cuda && base_cfg.model.fp16 { "fp16" } else { "fp32" };
     let max_batch = base_cfg.batch.max_batch;

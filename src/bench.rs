@@ -154,11 +154,7 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 max_foreign_cores: 0.2,
                 max_discarded_rounds: 3 * a.runs.max(1),
             };
-            let waited = wait_for_quiet("the model bench");
-            let watch = CpuWatch::start();
-            let mut v = model_bench(&opts)?;
-            v["cpu_load"] = watch.finish();
-            v["waited_for_quiet_s"] = json!(waited);
+            let v = on_quiet_machine("the model bench", || model_bench(&opts))?;
             eprint!("{}", model_table(&v));
             finish(v, a.json.as_deref(), "model")
         }
@@ -173,11 +169,7 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 threads: a.threads,
                 pillow: (!a.no_pillow).then_some(PillowCommand { python: a.python, script: a.pillow_script }),
             };
-            let waited = wait_for_quiet("the decode bench");
-            let watch = CpuWatch::start();
-            let mut v = decode_bench(&opts)?;
-            v["cpu_load"] = watch.finish();
-            v["waited_for_quiet_s"] = json!(waited);
+            let v = on_quiet_machine("the decode bench", || decode_bench(&opts))?;
             eprint!("{}", decode_table(&v));
             finish(v, a.json.as_deref(), "decode")
         }
@@ -189,6 +181,17 @@ pub fn run(cfg: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Wait for a quiet machine, run a benchmark, and record the wait and the CPU load meanwhile
+/// (`cpu_load.foreign_cores`: what other processes took).
+fn on_quiet_machine(what: &str, bench: impl FnOnce() -> anyhow::Result<Value>) -> anyhow::Result<Value> {
+    let waited = wait_for_quiet(what);
+    let watch = CpuWatch::start();
+    let mut v = bench()?;
+    v["cpu_load"] = watch.finish();
+    v["waited_for_quiet_s"] = json!(waited);
+    Ok(v)
 }
 
 fn finish(v: Value, json_path: Option<&Path>, key: &str) -> anyhow::Result<()> {
@@ -613,11 +616,7 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         bail!("batch sizes must be >= 1");
     }
     let _no_grad = tch::no_grad_guard();
-    let cuda = match opts.model.device {
-        DeviceChoice::Cpu => false,
-        DeviceChoice::Cuda => true,
-        DeviceChoice::Auto => tch::Cuda::is_available(),
-    };
+    let cuda = infer::uses_cuda(opts.model.device);
     let mut model_cfg = opts.model.clone();
     model_cfg.fp16 = false;
     model_cfg.threads = 0;
@@ -625,12 +624,6 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     let t = Instant::now();
     let (backend, info) = infer::load_torch(&model_cfg).context("loading the model")?;
     let load_s = t.elapsed().as_secs_f64();
-    // A frozen TorchScript export (model 1.0.x) has its weights inlined as constants:
-    // `module.to(Half)` has no parameters to cast, so such a model has no fp16 figures.
-    let frozen = tch::CModule::load(model_cfg.dir.join("model.pt"))
-        .and_then(|m| m.named_parameters())
-        .map(|p| p.is_empty())
-        .unwrap_or(false);
 
     let side = info.side as usize;
     let frame = side * side * 3;
@@ -681,13 +674,13 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     results.extend(measure_all(backend.as_ref(), &device, "fp32", &combos, opts, &data, frame)?);
     let fp16 = if !cuda {
         json!("n/a (CPU)")
-    } else if frozen {
-        json!("n/a (frozen export)")
     } else {
         drop(backend);
         let mut half_cfg = model_cfg.clone();
         half_cfg.fp16 = true;
         match infer::load_torch(&half_cfg) {
+            // A frozen export has its weights inlined as constants: no parameters to cast.
+            Ok((_, i)) if i.precision != "fp16" => json!("n/a (the model has no parameters to cast: a frozen export?)"),
             Ok((b16, _)) => match measure_all(b16.as_ref(), &device, "fp16", &combos, opts, &data, frame) {
                 Ok(rows) => {
                     let n = rows.len();
@@ -719,7 +712,6 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         "model": {"name": info.model.name, "version": info.model.version, "dir": model_cfg.dir, "side": info.side},
         "device": device,
         "device_detail": info.device,
-        "frozen_export": frozen,
         "load_seconds": load_s,
         "runs": opts.runs.max(1),
         "warmup": opts.warmup,

@@ -201,7 +201,9 @@ async fn attempt(
         .map_err(|_| timed_out())??;
     // No Content-Length: reserve for the largest object we would accept.
     let reserved = budget.reserve(if declared > 0 { declared } else { s3.max_object_bytes }).await;
-    let limit = s3.max_object_bytes.min(reserved.bytes.max(declared));
+    // The reservation covers the declared size (validation keeps max_object_bytes within the
+    // budget), so reading at most that much also stops a body longer than it claimed.
+    let limit = reserved.bytes.min(s3.max_object_bytes);
     let bytes = tokio::time::timeout(timeout, read_body(body, declared, limit)).await.map_err(|_| timed_out())??;
     Ok((bytes, reserved))
 }

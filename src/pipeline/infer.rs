@@ -79,6 +79,18 @@ pub struct ModelInfo {
     pub side: u32,
     pub tags: Vec<String>,
     pub device: String,
+    /// "fp32" or "fp16": what the weights are after loading (`model.fp16` is
+    /// refused on CPU and for a model without parameters).
+    pub precision: &'static str,
+}
+
+/// Whether `choice` runs the model on CUDA (`auto`: when a GPU is usable).
+pub fn uses_cuda(choice: DeviceChoice) -> bool {
+    match choice {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => tch::Cuda::is_available(),
+    }
 }
 
 /// Read and check `model.json` and the tag vocabulary.
@@ -451,6 +463,7 @@ pub fn load_torch(cfg: &ModelConfig) -> Result<(Box<dyn Backend>, ModelInfo), In
         side: manifest.input.height,
         tags,
         device: backend.device_name(),
+        precision: backend.precision,
     };
     Ok((Box::new(backend), info))
 }
