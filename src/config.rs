@@ -156,6 +156,22 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+/// Numeric precision of the model's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// The fastest precision the device runs natively: fp16 on CUDA; bf16 on a
+    /// CPU with native bfloat16 (AVX512-BF16, which AMX CPUs also have); fp32
+    /// elsewhere (emulated bf16 is slower than fp32).
+    Auto,
+    Fp32,
+    /// CUDA only (CPUs have no fast fp16 convolutions): refused with a warning on CPU.
+    Fp16,
+    /// bfloat16: fp32's range with 8 bits of mantissa. Native on recent x86
+    /// (AVX512-BF16/AMX) and on GPUs from Ampere on.
+    Bf16,
+}
+
 /// The model and how it is run.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -165,10 +181,12 @@ pub struct ModelConfig {
     pub dir: PathBuf,
     /// `auto`, `cpu` or `cuda`.
     pub device: DeviceChoice,
-    /// Run the model in half precision on CUDA (ignored on CPU): casts the
-    /// module's parameters, so the export must keep them (the default export
-    /// does; a frozen one runs fp32 with a warning). 1.3-1.5x fp32 on an H100.
-    pub fp16: bool,
+    /// `auto`, `fp32`, `fp16` or `bf16`. Anything but fp32 casts the module's
+    /// parameters, so the export must keep them (the default export does; a
+    /// frozen one runs fp32 with a warning). Measured: fp16 is 1.3-1.5x fp32 on
+    /// an H100 at batch >= 32; bf16 is ~2x fp32 on an AMX Xeon
+    /// (docs/benchmarks*.md). Scores move by at most a few hundredths.
+    pub precision: PrecisionChoice,
     /// libtorch intra-op threads on CPU. 0 = libtorch's default (all cores).
     /// On small machines leave room for GIF decoding: the two fight for cores.
     pub threads: usize,
@@ -191,7 +209,7 @@ impl Default for ModelConfig {
         Self {
             dir: PathBuf::from(".local/models/efficientnet-lite0"),
             device: DeviceChoice::Auto,
-            fp16: false,
+            precision: PrecisionChoice::Auto,
             threads: 1,
             instances: 2,
             top_k: 5,
@@ -482,5 +500,16 @@ mod tests {
         assert!(Config::load_with_env(None, env(&[("AUTOTAG__KAFKA__BROKERS__X", "1")])).is_err());
         // The download budget must hold the largest accepted object.
         assert!(Config::load_with_env(None, env(&[("AUTOTAG__S3__MAX_BYTES_IN_FLIGHT", "1048576")])).is_err());
+        // `model.fp16` became `model.precision`: the old key is refused, not silently ignored.
+        assert!(Config::load_with_env(None, env(&[("AUTOTAG__MODEL__FP16", "true")])).is_err());
+        assert!(Config::load_with_env(None, env(&[("AUTOTAG__MODEL__PRECISION", "fp8")])).is_err());
+    }
+
+    #[test]
+    fn precision_is_named() {
+        for (v, want) in [("auto", PrecisionChoice::Auto), ("fp32", PrecisionChoice::Fp32), ("fp16", PrecisionChoice::Fp16), ("bf16", PrecisionChoice::Bf16)] {
+            let cfg = Config::load_with_env(None, env(&[("AUTOTAG__MODEL__PRECISION", v)])).expect(v);
+            assert_eq!(cfg.model.precision, want);
+        }
     }
 }

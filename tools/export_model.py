@@ -191,8 +191,8 @@ def fold_batchnorm(module):
     """Fold every eval-mode BatchNorm into the conv before it (in place; returns the count).
 
     This is what torch.jit.freeze would do, minus the freezing: the weights stay
-    parameters, so the loaded module can still be cast (CModule::to(Half) for
-    model.fp16 on CUDA). Measured on CPU: as fast as the frozen export.
+    parameters, so the loaded module can still be cast (CModule::to(Half | BFloat16)
+    for model.precision = fp16 / bf16). Measured on CPU: as fast as the frozen export.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
     pairs = [("_conv_stem", "_bn0"), ("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
@@ -253,8 +253,8 @@ def verify(loaded, model, images, num_tags):
         err = (got - want).abs().max().item()
         if err > 1e-4:
             raise SystemExit(f"batch {b}: reloaded model differs from eager by {err:.2e}")
-    # model.fp16 casts the loaded module (CModule::to(Half) on CUDA). CPU has no fast half
-    # kernels, so check the same cast with bfloat16: the input must follow the weights' dtype
+    # model.precision casts the loaded module (CModule::to(Half) on CUDA, BFloat16 on CPU).
+    # CPU has no fast half kernels, so check the cast with bfloat16: the input must follow the weights' dtype
     # and the output stay float32 scores close to fp32.
     if not list(loaded.parameters()):
         raise SystemExit("the exported module has no parameters: it could not be cast to half")
