@@ -437,8 +437,11 @@ fn ceiling_candidates(model: Option<&Value>, m: &Reference) -> Vec<Candidate> {
         })
         .collect();
     settings.push((m.precision, m.instances, m.threads, m.max_batch));
+    // CUDA rows carry no thread count (libtorch's CPU threads do not matter there).
+    let cuda = autotag::pipeline::infer::uses_cuda(m.device);
     let mut out: Vec<Candidate> = Vec::new();
     for (p, k, t, b) in settings {
+        let t = if cuda { 0 } else { t };
         match out.iter_mut().find(|c| (c.precision, c.instances, c.threads) == (p, k, t)) {
             Some(c) if !c.batches.contains(&b) => c.batches.push(b),
             Some(_) => {}
@@ -469,17 +472,7 @@ fn ceiling_window(cands: &[Candidate], m: &Reference, seconds: f64, label: &str)
         }
         let fps_of = |v: &&Value| v["frames_per_s"].as_f64().unwrap_or(0.0);
         let best = rows.iter().max_by(|a, b| fps_of(a).total_cmp(&fps_of(b))).cloned().unwrap_or(Value::Null);
-        let worker = rows
-            .iter()
-            .find(|r| {
-                r["thread"] == "worker"
-                    && r["precision"] == m.precision.as_str()
-                    && r["batch"].as_u64() == Some(m.max_batch as u64)
-                    && r["instances"].as_u64().unwrap_or(1) == m.instances as u64
-                    && r["threads"].as_u64() == Some(m.threads as u64)
-            })
-            .cloned()
-            .unwrap_or(Value::Null);
+        let worker = m.row(&json!({ "results": rows })).cloned().unwrap_or(Value::Null);
         eprintln!(
             "model ceiling ({label} the backlog): best {:.1} frames/s, worker's setting {:.1}",
             best["frames_per_s"].as_f64().unwrap_or(f64::NAN),
