@@ -1459,9 +1459,11 @@ pub fn render_report(root: &Value) -> String {
         let cfg = if cfg.is_object() { cfg } else { &e["steady"]["config"] };
         if cfg.is_object() {
             o += &format!(
-                "Worker config: `config/default.toml` + harness overrides: model.instances = {}, model.threads = {} (resolved {}), \
-                 pipeline.decode_threads = {} (resolved {}), batch.max_batch = {}, batch.max_delay_ms = {}, \
+                "Worker config: `config/default.toml` + harness overrides: model.precision = {} (resolved {}), model.instances = {}, \
+                 model.threads = {} (resolved {}), pipeline.decode_threads = {} (resolved {}), batch.max_batch = {}, batch.max_delay_ms = {}, \
                  frames.per_gif = {}, pipeline.max_in_flight = {}, {} partitions. Overrides: `{}`.\n\n",
+                cfg["model"]["precision"].as_str().unwrap_or("fp32"),
+                s(&e["resolved"]["precision"]),
                 cfg["model"]["instances"].as_u64().unwrap_or(1),
                 s(&cfg["model"]["threads"]),
                 s(&e["resolved"]["model_threads"]),
