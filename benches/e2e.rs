@@ -460,8 +460,11 @@ fn ceiling_window(cands: &[Candidate], m: &Reference, seconds: f64, label: &str)
         let mut rows: Vec<Value> = Vec::new();
         for c in cands {
             eprintln!(
-                "model ceiling ({label} the backlog): 3 runs of >= {per_run:.0} s, {} {} instance(s) x {} thread(s), batch {:?}",
-                c.precision.as_str(), c.instances, c.threads, c.batches
+                "model ceiling ({label} the backlog): 3 runs of >= {per_run:.0} s, {} {} instance(s){}, batch {:?}",
+                c.precision.as_str(),
+                c.instances,
+                if c.threads > 0 { format!(" x {} thread(s)", c.threads) } else { String::new() },
+                c.batches
             );
             let mut o = m.bench_options(c.batches.clone(), 3, 32, per_run);
             o.precisions = vec![c.precision];
