@@ -1294,9 +1294,11 @@ fn ceiling_note(mr: &Map<String, Value>, backlog: &Value) -> String {
         return String::new();
     };
     let row = |r: &Value| {
+        // libtorch's CPU thread count means nothing for a CUDA forward.
+        let threads = if r["device"] == "cuda" { String::new() } else { format!(" × {} thread(s)", s(&r["threads"])) };
         format!(
-            "{} {} × {} thread(s), batch {}: {}",
-            s(&r["precision"]), r["instances"].as_u64().unwrap_or(1), s(&r["threads"]), s(&r["batch"]), f1(&r["frames_per_s"])
+            "{} {} instance(s){threads}, batch {}: {}",
+            s(&r["precision"]), r["instances"].as_u64().unwrap_or(1), s(&r["batch"]), f1(&r["frames_per_s"])
         )
     };
     let settings: Vec<String> = before["rows"].as_array().into_iter().flatten().map(|r| {
