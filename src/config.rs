@@ -184,7 +184,7 @@ pub struct ModelConfig {
     /// `auto`, `fp32`, `fp16` or `bf16`. Anything but fp32 casts the module's
     /// parameters, so the export must keep them (the default export does; a
     /// frozen one runs fp32 with a warning). Measured: fp16 is 1.3-1.5x fp32 on
-    /// an H100 at batch >= 32; bf16 is ~2x fp32 on an AMX Xeon
+    /// an H100 at batch >= 32; bf16 is ~1.75x fp32 on an AMX Xeon
     /// (docs/benchmarks*.md). Scores move by at most a few hundredths.
     pub precision: PrecisionChoice,
     /// libtorch intra-op threads on CPU. 0 = libtorch's default (all cores).
