@@ -202,11 +202,13 @@ pub struct ModelConfig {
     pub threshold: f32,
     /// Verify the sha256 of `model.pt` against `model.json` at load.
     pub verify_sha256: bool,
-    /// Keep freed memory for reuse (glibc only; process-wide): serve allocations
+    /// When the model runs on CPU, keep freed memory for reuse (glibc only;
+    /// process-wide): serve allocations
     /// below 32 MiB from the heap and trim it only past 512 MiB free. A forward
     /// pass allocates activation buffers of several MiB; by default glibc maps
     /// and unmaps them each time, so every pass page-faults them in again. On
-    /// this 2-core Xeon that cost 25-30% of a batch-4 forward. Skipped when
+    /// this 2-core Xeon that cost 25-30% of a batch-4 forward. Not applied on
+    /// CUDA (activations live on the GPU there), nor when
     /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is set.
     pub reuse_freed_memory: bool,
 }

@@ -249,7 +249,10 @@ impl TorchBackend {
             DeviceChoice::Cuda => tch::Device::Cuda(0),
             DeviceChoice::Auto => tch::Device::cuda_if_available(),
         };
-        if cfg.reuse_freed_memory {
+        // Only where the activations are host memory: on CUDA they live in libtorch's caching
+        // allocator on the GPU, and the host's big allocations are decode buffers on many
+        // threads (one H100 run: 3 097 frames/s with it, 3 616 without).
+        if cfg.reuse_freed_memory && device == tch::Device::Cpu {
             reuse_freed_memory();
         }
         if device == tch::Device::Cpu && cfg.threads > 0 {
