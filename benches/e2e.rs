@@ -154,7 +154,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     merge(&json_path, &["e2e", "overrides"], json!(overrides(&args.device, &[])))?;
 
     let model = Reference { device: base_cfg.model.device, precision, max_batch, instances: model_instances, threads: model_threads };
-    let reference = model_reference(&args, &json_path, &model)?;
+    // The model bench results (`--model-json`, else the result file), read once.
+    let model_json_path = args.model_json.clone().unwrap_or_else(|| json_path.clone());
+    let model_bench = model_bench_result(&model_json_path);
+    let reference = model_reference(model_bench.as_ref(), &model_json_path, &model)?;
     eprintln!("model reference: {reference}");
     merge(&json_path, &["e2e", "model_reference"], reference.clone())?;
     let best = reference["best_frames_per_s"].as_f64().unwrap_or(f64::NAN);
@@ -169,7 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 // the ratio is measured around the backlog run, not minutes earlier: the model
                 // bench's fastest configurations and the worker's own, right before and right
                 // after, and the higher of the two windows counts.
-                let cands = ceiling_candidates(model_bench_result(&args, &json_path).as_ref(), &model);
+                let cands = ceiling_candidates(model_bench.as_ref(), &model);
                 let window = |label: &str| -> anyhow::Result<Option<Value>> {
                     if args.sustained_s <= 0.0 {
                         return Ok(None);
@@ -342,25 +345,13 @@ impl Reference {
 /// has the worker's precision, else measured here at the worker's setting. "Best" is over every
 /// precision measured (the ceiling is the model's, whatever precision reaches it); the
 /// best at the worker's own precision is recorded beside it.
-fn model_reference(args: &Args, json_path: &Path, m: &Reference) -> anyhow::Result<Value> {
-    let path = args.model_json.clone().unwrap_or_else(|| json_path.to_owned());
-    let fps_of = |v: &&Value| v["frames_per_s"].as_f64().unwrap_or(0.0);
-    if let Some(model) = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .map(|v| v["model"].clone())
-        .filter(|model| model["best_by_precision"][m.precision.as_str()]["frames_per_s"].as_f64().is_some())
-    {
+fn model_reference(model: Option<&Value>, path: &Path, m: &Reference) -> anyhow::Result<Value> {
+    if let Some(model) = model.filter(|model| model["best_by_precision"][m.precision.as_str()]["frames_per_s"].as_f64().is_some()) {
         let best_row = &model["best"];
         let best = best_row["frames_per_s"].as_f64().unwrap_or(f64::NAN);
-        let best_worker = model["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["thread"] == "worker")
-            .max_by(|a, b| fps_of(a).total_cmp(&fps_of(b)))
+        let best_worker = bench::fastest(model["results"].as_array().into_iter().flatten().filter(|r| r["thread"] == "worker"))
             .map(|r| r["frames_per_s"].clone());
-        let at_worker = m.row(&model);
+        let at_worker = m.row(model);
         let full = at_worker
             .and_then(|r| r["ms_per_batch_median"].as_f64())
             .map(|ms| ms / 1000.0)
@@ -405,8 +396,7 @@ fn model_reference(args: &Args, json_path: &Path, m: &Reference) -> anyhow::Resu
 }
 
 /// The model bench result (key `model`) of `--model-json` or of the result file, if any.
-fn model_bench_result(args: &Args, json_path: &Path) -> Option<Value> {
-    let path = args.model_json.clone().unwrap_or_else(|| json_path.to_owned());
+fn model_bench_result(path: &Path) -> Option<Value> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     v["model"]["results"].is_array().then(|| v["model"].clone())
 }
@@ -424,9 +414,8 @@ struct Candidate {
 /// The model bench's 3 fastest configurations (any precision, thread and setting) and the
 /// worker's own, grouped by (precision, instances, threads).
 fn ceiling_candidates(model: Option<&Value>, m: &Reference) -> Vec<Candidate> {
-    let fps_of = |v: &&Value| v["frames_per_s"].as_f64().unwrap_or(0.0);
     let mut rows: Vec<&Value> = model.and_then(|v| v["results"].as_array()).into_iter().flatten().collect();
-    rows.sort_by(|a, b| fps_of(b).total_cmp(&fps_of(a)));
+    rows.sort_by(|a, b| bench::frames_per_s(b).total_cmp(&bench::frames_per_s(a)));
     let mut settings: Vec<(Precision, usize, usize, usize)> = rows
         .iter()
         .take(3)
@@ -473,8 +462,7 @@ fn ceiling_window(cands: &[Candidate], m: &Reference, seconds: f64, label: &str)
             let r = bench::model_bench(&o)?;
             rows.extend(r["results"].as_array().into_iter().flatten().cloned());
         }
-        let fps_of = |v: &&Value| v["frames_per_s"].as_f64().unwrap_or(0.0);
-        let best = rows.iter().max_by(|a, b| fps_of(a).total_cmp(&fps_of(b))).cloned().unwrap_or(Value::Null);
+        let best = bench::fastest(&rows).cloned().unwrap_or(Value::Null);
         let worker = m.row(&json!({ "results": rows })).cloned().unwrap_or(Value::Null);
         eprintln!(
             "model ceiling ({label} the backlog): best {:.1} frames/s, worker's setting {:.1}",

@@ -731,17 +731,11 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         };
         measured.insert(p.as_str().to_owned(), outcome);
     }
-    let fps_of = |v: &&Value| v["frames_per_s"].as_f64().unwrap_or(0.0);
-    let best = results.iter().max_by(|a, b| fps_of(a).total_cmp(&fps_of(b))).cloned().unwrap_or(Value::Null);
-    let best_worker = results
-        .iter()
-        .filter(|r| r["thread"] == "worker")
-        .max_by(|a, b| fps_of(a).total_cmp(&fps_of(b)))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let best = fastest(&results).cloned().unwrap_or(Value::Null);
+    let best_worker = fastest(results.iter().filter(|r| r["thread"] == "worker")).cloned().unwrap_or(Value::Null);
     let mut best_by_precision = serde_json::Map::new();
     for p in ["fp32", "fp16", "bf16"] {
-        if let Some(r) = results.iter().filter(|r| r["precision"] == p).max_by(|a, b| fps_of(a).total_cmp(&fps_of(b))) {
+        if let Some(r) = fastest(results.iter().filter(|r| r["precision"] == p)) {
             best_by_precision.insert(p.to_owned(), r.clone());
         }
     }
@@ -763,6 +757,16 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
         "best_by_precision": best_by_precision,
         "precisions": measured,
     }))
+}
+
+/// A model bench row's frames/s (0 when missing).
+pub fn frames_per_s(row: &Value) -> f64 {
+    row["frames_per_s"].as_f64().unwrap_or(0.0)
+}
+
+/// The model bench row with the most frames/s.
+pub fn fastest<'a>(rows: impl IntoIterator<Item = &'a Value>) -> Option<&'a Value> {
+    rows.into_iter().max_by(|a, b| frames_per_s(a).total_cmp(&frames_per_s(b)))
 }
 
 /// "fp32 (24 rows), bf16 (18 rows)" from a model bench result (older results: their `fp16` note).

@@ -582,9 +582,9 @@ mod tests {
         assert_eq!(bucket_for(&b, 1), 1);
     }
 
-    /// `model.fp16` casts the module's parameters; a frozen export has none (its weights are
-    /// graph constants), so the default export must keep them. On CPU the cast is refused and
-    /// the model stays fp32.
+    /// `model.precision` (fp16, bf16) casts the module's parameters; a frozen export has none
+    /// (its weights are graph constants), so the default export must keep them. fp16 on CPU is
+    /// refused and the model stays fp32.
     #[test]
     fn exported_model_keeps_parameters_for_fp16() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/models/efficientnet-lite0");
@@ -594,6 +594,7 @@ mod tests {
         let cfg = ModelConfig { dir, device: DeviceChoice::Cpu, precision: PrecisionChoice::Fp16, ..ModelConfig::default() };
         let (backend, info) = load_torch(&cfg).expect("load");
         assert!(info.device.starts_with("cpu"), "{}", info.device);
+        assert_eq!(info.precision, "fp32", "fp16 is refused on CPU");
         let scores = backend.forward(&vec![127u8; 224 * 224 * 3], 1).expect("forward");
         assert_eq!(scores.len(), info.tags.len());
     }

@@ -202,7 +202,6 @@ impl Drop for Retrier {
     }
 }
 
-/// Capped exponential backoff with full jitter.
 /// A librdkafka client config: `bootstrap.servers`, then our `defaults`, then the operator's
 /// pass-through map (`kafka.consumer` / `kafka.producer`), so the operator's keys win.
 pub fn kafka_client_config(
@@ -221,6 +220,7 @@ pub fn kafka_client_config(
     cc
 }
 
+/// Capped exponential backoff with full jitter.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let exp = initial.saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));
     let cap = exp.min(max);
