@@ -2,7 +2,7 @@
 //! what it returns must be consistent.
 #![no_main]
 
-#[path = "../../src/pipeline/decode.rs"]
+#[path = "../../src/pipeline/decode/codec.rs"]
 #[allow(dead_code)]
 mod decode;
 

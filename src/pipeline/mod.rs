@@ -19,7 +19,6 @@
 
 pub mod batch;
 pub mod decode;
-pub mod decode_stage;
 pub mod fetch;
 pub mod infer;
 pub mod publish;

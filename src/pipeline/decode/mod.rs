@@ -1,5 +1,6 @@
 //! The decode stage: runs [`decode_and_sample`] on a bounded pool of blocking
-//! threads.
+//! threads. The GIF codec itself (limits, compositing, LZW, resize) is the
+//! [`codec`] submodule; its public types are re-exported here.
 //!
 //! Decoding is CPU-bound, so it must not run on the async runtime's threads
 //! (it would stall Kafka polling and S3 I/O). A semaphore bounds the number
@@ -13,8 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
+pub mod codec;
+
+pub use codec::{DecodeError, DecodeLimits, SampleSpec, SampledFrames, decode_and_sample};
+
 use super::batch::Decoded;
-use super::decode::{DecodeLimits, SampleSpec, decode_and_sample};
 use super::fetch::Fetched;
 use super::Outcome;
 use crate::contract::Stage;
