@@ -636,12 +636,24 @@ fn stat_cpu_seconds(stat: &str, tick: f64) -> Option<(String, f64)> {
     Some((comm, (utime + stime) / tick))
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn process_cpu_s(pid: u32, tick: f64) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)).map(|x| x.1)
+}
+
+/// CPU seconds of the harness's own processes: the broker, the S3 server and this benchmark
+/// (its producer and the consumer that collects the outputs).
+fn harness_cpu(broker: &Broker, s3: &S3Server) -> [Option<f64>; 3] {
+    let tick = clock_ticks();
+    [process_cpu_s(broker.pid(), tick), s3.pid().and_then(|p| process_cpu_s(p, tick)), process_cpu_s(std::process::id(), tick)]
+}
+
 /// CPU seconds of the worker: the whole process, and its live threads grouped by name
 /// (`autotag-infer` is the model thread and the libtorch threads it spawned; decode runs on
 /// tokio's blocking threads, `tokio-runtime-w`; `rdk:*` are librdkafka's).
 fn cpu_usage(pid: u32) -> Value {
     let tick = clock_ticks();
-    let process = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)).map(|x| x.1);
+    let process = process_cpu_s(pid, tick);
     let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
     let mut count: BTreeMap<String, u64> = BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -691,10 +703,10 @@ fn prom(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
         if n != name {
             return None;
         }
-        if let Some(lbl) = label {
-            if !labels.contains(lbl) {
-                return None;
-            }
+        if let Some(lbl) = label
+            && !labels.contains(lbl)
+        {
+            return None;
         }
         value.trim().parse().ok()
     })
@@ -789,6 +801,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let ready_ms = now_ms();
     let watch = bench::CpuWatch::start();
     let cpu_at_ready = cpu_usage(pid);
+    let harness_at_ready = harness_cpu(&broker, &s3);
     let startup_s = t_start.elapsed().as_secs_f64();
     eprintln!("worker ready after {startup_s:.1} s");
 
@@ -818,6 +831,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let rss_end_kb = proc_status_kb(pid, "VmRSS");
     let metrics = worker.metrics();
     let cpu = cpu_delta(&cpu_at_ready, &cpu_usage(pid));
+    let harness_s: Vec<Option<f64>> = harness_cpu(&broker, &s3).iter().zip(harness_at_ready).map(|(a, b)| Some(a.as_ref()? - b?)).collect();
     let log = worker.log_text();
     let rss_samples = sampler.stop();
     let (code, stop_took) = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
@@ -881,6 +895,8 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
         "rss": rss_summary(&rss_samples, startup_s),
         "rss_at_end_mib": mib(rss_end_kb),
         "harness_cores": cpu_load["benchmark_cores"].as_f64().zip(cpu["process_s"].as_f64()).map(|(b, w)| b - w / cpu_load["wall_s"].as_f64().unwrap_or(f64::NAN)),
+        "harness_cpu_s": {"broker": harness_s[0], "s3_server": harness_s[1], "bench": harness_s[2],
+                          "window": "worker ready -> last output"},
         "worker_cores": cpu["process_s"].as_f64().map(|w| w / cpu_load["wall_s"].as_f64().unwrap_or(f64::NAN)),
         "cpu": cpu,
         "cpu_load": cpu_load,

@@ -266,10 +266,10 @@ pub fn tree_cpu_seconds(root: u32) -> f64 {
     let mut procs: Vec<(u32, u32, f64)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
-                if let Some((ppid, own, _)) = proc_cpu(pid) {
-                    procs.push((pid, ppid, own));
-                }
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+                && let Some((ppid, own, _)) = proc_cpu(pid)
+            {
+                procs.push((pid, ppid, own));
             }
         }
     }
@@ -1491,8 +1491,13 @@ pub fn render_report(root: &Value) -> String {
                 continue;
             }
             let st = &r["stages"];
+            // Per GIF, so that the harness's share can be set against decode's ms/GIF.
+            let per_gif = |k: &str| match (r["harness_cpu_s"][k].as_f64(), r["events"].as_f64()) {
+                (Some(s), Some(n)) if n > 0.0 => format!("{:.1}", s * 1000.0 / n),
+                _ => "-".to_owned(),
+            };
             stages += &format!(
-                "| {mode} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
                 f1(&st["decode"]["mean_ms"]),
                 f1(&st["infer"]["mean_ms"]),
                 f1(&st["batch_size"]["mean"]),
@@ -1501,12 +1506,15 @@ pub fn render_report(root: &Value) -> String {
                 f1(&r["cpu"]["infer_thread_s"]),
                 f1(&r["cpu"]["other_threads_s"]),
                 f2(&r["harness_cores"]),
+                per_gif("broker"),
+                per_gif("s3_server"),
+                per_gif("bench"),
             );
         }
         if !stages.is_empty() {
             o += "Where the time goes (worker `/metrics` and `/proc/PID/task/*/stat`):\n\n";
-            o += "| mode | decode ms/GIF | infer ms/batch | frames/batch | infer thread busy % | fetch ms/GIF | worker CPU s: infer threads | worker CPU s: other threads | harness cores (broker, S3, bench) |\n";
-            o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+            o += "| mode | decode ms/GIF | infer ms/batch | frames/batch | infer thread busy % | fetch ms/GIF | worker CPU s: infer threads | worker CPU s: other threads | harness cores (broker, S3, bench) | harness CPU ms/GIF: broker / S3 server / bench |\n";
+            o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
             o += &stages;
             o += "\n";
         }

@@ -101,6 +101,11 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id (the benchmark charges its CPU time to the harness).
+    pub fn pid(&self) -> u32 {
+        self._proc.0.id()
+    }
+
     pub async fn create_topics(&self, names: &[&str], partitions: i32) {
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", self.brokers()).create().unwrap();
@@ -259,6 +264,11 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.0.id())
     }
 
     pub async fn client(&self) -> aws_sdk_s3::Client {
