@@ -153,7 +153,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     merge(&json_path, &["e2e", "partitions"], json!(args.partitions))?;
     merge(&json_path, &["e2e", "overrides"], json!(overrides(&args.device, &[])))?;
 
-    let model = Reference { device: base_cfg.model.device, precision, max_batch, instances: model_instances, threads: model_threads };
+    let model = Reference {
+        device: base_cfg.model.device,
+        precision,
+        max_batch,
+        instances: model_instances,
+        threads: model_threads,
+    };
     // The model bench results (`--model-json`, else the result file), read once.
     let model_json_path = args.model_json.clone().unwrap_or_else(|| json_path.clone());
     let model_bench = model_bench_result(&model_json_path);
@@ -182,13 +188,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     Ok(Some(v))
                 };
                 let before = window("before")?;
-                let r = Run { name: "backlog".into(), events: args.events, files: valid.clone(), rate: None, env: vec![], device: args.device.clone() };
+                let r = Run {
+                    name: "backlog".into(),
+                    events: args.events,
+                    files: valid.clone(),
+                    rate: None,
+                    env: vec![],
+                    device: args.device.clone(),
+                };
                 let mut v = run_once(&r, args.partitions).await?;
                 let after = window("after")?;
                 let fps = v["frames_per_s"].as_f64().unwrap_or(0.0);
                 let fps_of = |w: &Option<Value>, k: &str| w.as_ref().and_then(|w| w[k]["frames_per_s"].as_f64());
                 let ceiling = [fps_of(&before, "best"), fps_of(&after, "best")].into_iter().flatten().reduce(f64::max);
-                let worker_setting = [fps_of(&before, "worker"), fps_of(&after, "worker")].into_iter().flatten().reduce(f64::max);
+                let worker_setting =
+                    [fps_of(&before, "worker"), fps_of(&after, "worker")].into_iter().flatten().reduce(f64::max);
                 v["same_window_best_model_frames_per_s"] = json!(ceiling);
                 v["ratio_to_same_window_best_model"] = json!(ceiling.map(|c| fps / c));
                 v["ratio_to_sustained_worker_config_model"] = json!(worker_setting.map(|s| fps / s));
@@ -206,10 +220,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             let text = std::fs::read_to_string(&json_path).ok()?;
                             serde_json::from_str::<Value>(&text).ok()?["e2e"]["backlog"]["gifs_per_s"].as_f64()
                         });
-                        args.load * capacity.context("steady mode needs the backlog throughput: run backlog first or give --rate")?
+                        args.load
+                            * capacity
+                                .context("steady mode needs the backlog throughput: run backlog first or give --rate")?
                     }
                 };
-                let r = Run { name: "steady".into(), events: args.events, files: valid.clone(), rate: Some(rate), env: vec![], device: args.device.clone() };
+                let r = Run {
+                    name: "steady".into(),
+                    events: args.events,
+                    files: valid.clone(),
+                    rate: Some(rate),
+                    env: vec![],
+                    device: args.device.clone(),
+                };
                 let mut v = run_once(&r, args.partitions).await?;
                 v["ratio_to_best_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best);
                 v["ratio_to_best_worker_thread_model"] = json!(v["frames_per_s"].as_f64().unwrap_or(0.0) / best_worker);
@@ -276,10 +299,15 @@ fn merge(path: &Path, keys: &[&str], v: Value) -> anyhow::Result<()> {
 fn print_row(name: &str, v: &Value) {
     eprintln!(
         "{name}: {} events in {:.1} s: {:.2} GIFs/s, {:.1} frames/s, latency p50/p95/p99 {:.2}/{:.2}/{:.2} s, peak RSS {:.0} MiB, {} dead letters",
-        v["events"], v["duration_s"].as_f64().unwrap_or(f64::NAN), v["gifs_per_s"].as_f64().unwrap_or(f64::NAN),
-        v["frames_per_s"].as_f64().unwrap_or(f64::NAN), v["latency_s"]["p50"].as_f64().unwrap_or(f64::NAN),
-        v["latency_s"]["p95"].as_f64().unwrap_or(f64::NAN), v["latency_s"]["p99"].as_f64().unwrap_or(f64::NAN),
-        v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN), v["dead_letters"]
+        v["events"],
+        v["duration_s"].as_f64().unwrap_or(f64::NAN),
+        v["gifs_per_s"].as_f64().unwrap_or(f64::NAN),
+        v["frames_per_s"].as_f64().unwrap_or(f64::NAN),
+        v["latency_s"]["p50"].as_f64().unwrap_or(f64::NAN),
+        v["latency_s"]["p95"].as_f64().unwrap_or(f64::NAN),
+        v["latency_s"]["p99"].as_f64().unwrap_or(f64::NAN),
+        v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        v["dead_letters"]
     );
 }
 
@@ -295,9 +323,9 @@ fn effective_config(extra: &[(String, String)]) -> anyhow::Result<Config> {
 /// The `AUTOTAG__…` settings that differ from `config/default.toml`, harness plumbing (ports,
 /// group ids, paths) left out.
 fn overrides(device: &str, extra: &[(String, String)]) -> Vec<String> {
-    let plumbing = ["AUTOTAG__KAFKA__BROKERS", "AUTOTAG__KAFKA__GROUP_ID", "AUTOTAG__METRICS__LISTEN", "AUTOTAG__MODEL__DIR"];
-    let mut env: BTreeMap<String, String> =
-        std::env::vars().filter(|(k, _)| k.starts_with("AUTOTAG__")).collect();
+    let plumbing =
+        ["AUTOTAG__KAFKA__BROKERS", "AUTOTAG__KAFKA__GROUP_ID", "AUTOTAG__METRICS__LISTEN", "AUTOTAG__MODEL__DIR"];
+    let mut env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("AUTOTAG__")).collect();
     env.insert("AUTOTAG__KAFKA__COMMIT_INTERVAL_MS".into(), "200".into());
     env.insert("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS".into(), "2000".into());
     env.insert("AUTOTAG__KAFKA__CONSUMER__HEARTBEAT_INTERVAL_MS".into(), "500".into());
@@ -319,7 +347,13 @@ struct Reference {
 }
 
 impl Reference {
-    fn bench_options(&self, batches: Vec<usize>, runs: usize, min_frames_per_run: usize, min_run_s: f64) -> ModelBenchOptions {
+    fn bench_options(
+        &self,
+        batches: Vec<usize>,
+        runs: usize,
+        min_frames_per_run: usize,
+        min_run_s: f64,
+    ) -> ModelBenchOptions {
         ModelBenchOptions {
             model: ModelConfig { dir: model_dir(), device: self.device, ..ModelConfig::default() },
             batches,
@@ -346,11 +380,14 @@ impl Reference {
 /// precision measured (the ceiling is the model's, whatever precision reaches it); the
 /// best at the worker's own precision is recorded beside it.
 fn model_reference(model: Option<&Value>, path: &Path, m: &Reference) -> anyhow::Result<Value> {
-    if let Some(model) = model.filter(|model| model["best_by_precision"][m.precision.as_str()]["frames_per_s"].as_f64().is_some()) {
+    if let Some(model) =
+        model.filter(|model| model["best_by_precision"][m.precision.as_str()]["frames_per_s"].as_f64().is_some())
+    {
         let best_row = &model["best"];
         let best = best_row["frames_per_s"].as_f64().unwrap_or(f64::NAN);
-        let best_worker = bench::fastest(model["results"].as_array().into_iter().flatten().filter(|r| r["thread"] == "worker"))
-            .map(|r| r["frames_per_s"].clone());
+        let best_worker =
+            bench::fastest(model["results"].as_array().into_iter().flatten().filter(|r| r["thread"] == "worker"))
+                .map(|r| r["frames_per_s"].clone());
         let at_worker = m.row(model);
         let full = at_worker
             .and_then(|r| r["ms_per_batch_median"].as_f64())
@@ -469,7 +506,9 @@ fn ceiling_window(cands: &[Candidate], m: &Reference, seconds: f64, label: &str)
             best["frames_per_s"].as_f64().unwrap_or(f64::NAN),
             worker["frames_per_s"].as_f64().unwrap_or(f64::NAN)
         );
-        Ok(json!({ "date": bench::now_rfc3339(), "seconds_per_run": per_run, "best": best, "worker": worker, "rows": rows }))
+        Ok(
+            json!({ "date": bench::now_rfc3339(), "seconds_per_run": per_run, "best": best, "worker": worker, "rows": rows }),
+        )
     })
 }
 
@@ -555,7 +594,11 @@ async fn collect(consumer: StreamConsumer, expect: usize, timeout: Duration) -> 
         }
         if let Ok(Ok(m)) = tokio::time::timeout(left.min(Duration::from_millis(500)), consumer.recv()).await {
             let value: Value = serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null);
-            out.push(Out { topic: m.topic().to_owned(), ts_ms: m.timestamp().to_millis().unwrap_or_else(now_ms), value });
+            out.push(Out {
+                topic: m.topic().to_owned(),
+                ts_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
+                value,
+            });
         }
     }
     out
@@ -598,10 +641,14 @@ fn rss_summary(samples: &[(f64, u64)], ready_s: f64) -> Value {
     let mib = |kb: u64| kb as f64 / 1024.0;
     let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let step = samples.len().div_ceil(60).max(1);
-    let timeline: Vec<Value> = samples.iter().step_by(step).map(|&(t, kb)| json!([(t * 10.0).round() / 10.0, mib(kb).round()])).collect();
+    let timeline: Vec<Value> =
+        samples.iter().step_by(step).map(|&(t, kb)| json!([(t * 10.0).round() / 10.0, mib(kb).round()])).collect();
     let window: Vec<&(f64, u64)> = samples.iter().filter(|s| s.0 >= ready_s).collect();
     let quarters: Vec<Value> = if window.len() >= 4 {
-        window.chunks(window.len().div_ceil(4)).map(|c| json!(mib(c.iter().map(|s| s.1).max().unwrap_or(0)).round())).collect()
+        window
+            .chunks(window.len().div_ceil(4))
+            .map(|c| json!(mib(c.iter().map(|s| s.1).max().unwrap_or(0)).round()))
+            .collect()
     } else {
         vec![]
     };
@@ -645,7 +692,11 @@ fn process_cpu_s(pid: u32, tick: f64) -> Option<f64> {
 /// (its producer and the consumer that collects the outputs).
 fn harness_cpu(broker: &Broker, s3: &S3Server) -> [Option<f64>; 3] {
     let tick = clock_ticks();
-    [process_cpu_s(broker.pid(), tick), s3.pid().and_then(|p| process_cpu_s(p, tick)), process_cpu_s(std::process::id(), tick)]
+    [
+        process_cpu_s(broker.pid(), tick),
+        s3.pid().and_then(|p| process_cpu_s(p, tick)),
+        process_cpu_s(std::process::id(), tick),
+    ]
 }
 
 /// CPU seconds of the worker: the whole process, and its live threads grouped by name
@@ -658,7 +709,9 @@ fn cpu_usage(pid: u32) -> Value {
     let mut count: BTreeMap<String, u64> = BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for e in dir.flatten() {
-            if let Some((comm, s)) = std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick)) {
+            if let Some((comm, s)) =
+                std::fs::read_to_string(e.path().join("stat")).ok().and_then(|s| stat_cpu_seconds(&s, tick))
+            {
                 let key = if comm.starts_with("rdk:") { "rdk:*".to_owned() } else { comm };
                 *by_name.entry(key.clone()).or_default() += s;
                 *count.entry(key).or_default() += 1;
@@ -742,13 +795,24 @@ fn stage_stats(metrics: &str, duration_s: f64) -> Value {
     );
     let e2e_sum = prom(metrics, "autotag_upload_to_suggestion_seconds_sum", None);
     let e2e_count = prom(metrics, "autotag_upload_to_suggestion_seconds_count", None);
-    v.insert("upload_to_suggestion_mean_s".into(), json!(match (e2e_sum, e2e_count) { (Some(s), Some(c)) if c > 0.0 => Some(s / c), _ => None }));
+    v.insert(
+        "upload_to_suggestion_mean_s".into(),
+        json!(match (e2e_sum, e2e_count) {
+            (Some(s), Some(c)) if c > 0.0 => Some(s / c),
+            _ => None,
+        }),
+    );
     Value::Object(v)
 }
 
 async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let waited = tokio::task::block_in_place(|| bench::wait_for_quiet(&format!("the {} run", r.name)));
-    eprintln!("== {}: {} events{} ==", r.name, r.events, r.rate.map(|x| format!(" at {x:.2} GIFs/s")).unwrap_or_default());
+    eprintln!(
+        "== {}: {} events{} ==",
+        r.name,
+        r.events,
+        r.rate.map(|x| format!(" at {x:.2} GIFs/s")).unwrap_or_default()
+    );
     let broker = Broker::start(partitions).await;
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET).await;
@@ -771,7 +835,8 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let mut uploaded: HashMap<String, i64> = HashMap::with_capacity(n);
     let producer: FutureProducer = broker.producer();
     let consumer = broker.output_consumer();
-    let timeout = Duration::from_secs(180) + Duration::from_secs_f64(n as f64 * 0.25 + r.rate.map(|x| n as f64 / x).unwrap_or(0.0));
+    let timeout = Duration::from_secs(180)
+        + Duration::from_secs_f64(n as f64 * 0.25 + r.rate.map(|x| n as f64 / x).unwrap_or(0.0));
     let collector = tokio::spawn(collect(consumer, n, timeout));
 
     if r.rate.is_none() {
@@ -785,7 +850,9 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
                     (gif_of(i), upload_payload(&event_of(i), &gif_of(i), &key_of(i), ms))
                 })
                 .collect();
-            let sends = recs.iter().map(|(k, p)| producer.send(FutureRecord::to(UPLOADS).key(k).payload(p), Duration::from_secs(30)));
+            let sends = recs
+                .iter()
+                .map(|(k, p)| producer.send(FutureRecord::to(UPLOADS).key(k).payload(p), Duration::from_secs(30)));
             for res in futures::future::join_all(sends).await {
                 res.map_err(|(e, _)| anyhow!("producing an upload event: {e}"))?;
             }
@@ -814,9 +881,13 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
             let ms = now_ms();
             first_upload_ms.get_or_insert(ms);
             uploaded.insert(event_of(i), ms);
-            let (p, key, payload) = (producer.clone(), gif_of(i), upload_payload(&event_of(i), &gif_of(i), &key_of(i), ms));
+            let (p, key, payload) =
+                (producer.clone(), gif_of(i), upload_payload(&event_of(i), &gif_of(i), &key_of(i), ms));
             sends.push(tokio::spawn(async move {
-                p.send(FutureRecord::to(UPLOADS).key(&key).payload(&payload), Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+                p.send(FutureRecord::to(UPLOADS).key(&key).payload(&payload), Duration::from_secs(30))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
             }));
         }
         for s in sends {
@@ -831,7 +902,8 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
     let rss_end_kb = proc_status_kb(pid, "VmRSS");
     let metrics = worker.metrics();
     let cpu = cpu_delta(&cpu_at_ready, &cpu_usage(pid));
-    let harness_s: Vec<Option<f64>> = harness_cpu(&broker, &s3).iter().zip(harness_at_ready).map(|(a, b)| Some(a.as_ref()? - b?)).collect();
+    let harness_s: Vec<Option<f64>> =
+        harness_cpu(&broker, &s3).iter().zip(harness_at_ready).map(|(a, b)| Some(a.as_ref()? - b?)).collect();
     let log = worker.log_text();
     let rss_samples = sampler.stop();
     let (code, stop_took) = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
@@ -864,11 +936,8 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
             "max": v.last(), "mean": if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) },
         })
     };
-    let model_threads_log = log
-        .split("cpu (")
-        .nth(1)
-        .and_then(|s| s.split(" threads)").next())
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let model_threads_log =
+        log.split("cpu (").nth(1).and_then(|s| s.split(" threads)").next()).and_then(|s| s.trim().parse::<u64>().ok());
     let mib = |kb: Option<u64>| kb.map(|k| k as f64 / 1024.0);
 
     Ok(json!({

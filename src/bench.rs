@@ -334,7 +334,9 @@ pub fn wait_for_quiet(what: &str) -> f64 {
             break;
         }
         if t.elapsed().as_secs_f64() >= max {
-            eprintln!("machine still busy ({busy:.2} cores) after {max:.0} s: measuring {what} anyway (see foreign_cores in the JSON)");
+            eprintln!(
+                "machine still busy ({busy:.2} cores) after {max:.0} s: measuring {what} anyway (see foreign_cores in the JSON)"
+            );
             break;
         }
         if !said {
@@ -525,7 +527,10 @@ fn time_batch(
 enum Iters {
     Fixed(usize),
     /// Enough for `min_frames` frames and `min_s` seconds, sized after warm-up.
-    Auto { min_frames: usize, min_s: f64 },
+    Auto {
+        min_frames: usize,
+        min_s: f64,
+    },
 }
 
 /// Measure every (instances, threads) × batch size. All are warmed up first; then each timed
@@ -584,7 +589,10 @@ fn measure_all(
             let foreign = watch.finish()["foreign_cores"].as_f64().unwrap_or(0.0);
             if foreign > opts.max_foreign_cores && discarded < opts.max_discarded_rounds {
                 discarded += 1;
-                eprintln!("model {device} {precision}: round {} disturbed by other processes ({foreign:.2} cores): discarded", round + 1);
+                eprintln!(
+                    "model {device} {precision}: round {} disturbed by other processes ({foreign:.2} cores): discarded",
+                    round + 1
+                );
                 wait_for_quiet("repeating the round");
                 continue;
             }
@@ -787,7 +795,13 @@ fn precisions_note(model: &Value) -> String {
 /// Look up the model-only figure at `precision` for `batch` with `instances` × `threads` in a
 /// `model` JSON object (results without an `instances` field are single-instance).
 /// Rows measured on a dedicated thread (as the worker runs the model) are preferred.
-pub fn model_result<'a>(model: &'a Value, batch: usize, instances: usize, threads: usize, precision: &str) -> Option<&'a Value> {
+pub fn model_result<'a>(
+    model: &'a Value,
+    batch: usize,
+    instances: usize,
+    threads: usize,
+    precision: &str,
+) -> Option<&'a Value> {
     let rows = model["results"].as_array()?;
     let matches = |r: &&Value| {
         r["batch"].as_u64() == Some(batch as u64)
@@ -905,7 +919,11 @@ pub fn decode_bench(opts: &DecodeBenchOptions) -> anyhow::Result<Value> {
     });
     let wall = t.elapsed().as_secs_f64();
     let parallel = rate_json(threads, wall, gifs, frames);
-    eprintln!("decode autotag {threads} threads: {:.1} GIFs/s, {:.1} frames/s", gifs as f64 / wall, frames as f64 / wall);
+    eprintln!(
+        "decode autotag {threads} threads: {:.1} GIFs/s, {:.1} frames/s",
+        gifs as f64 / wall,
+        frames as f64 / wall
+    );
 
     // Pillow, same files, same K and size, one process.
     let pillow = opts.pillow.as_ref().map(|p| run_pillow(p, &opts.corpus, &names, opts.spec, repeat));
@@ -919,12 +937,18 @@ pub fn decode_bench(opts: &DecodeBenchOptions) -> anyhow::Result<Value> {
             for (i, name) in names.iter().enumerate() {
                 let entry = p["files"].as_array().and_then(|a| a.iter().find(|e| e["file"] == name.as_str()));
                 if let Some(e) = entry {
-                    let mut ts: Vec<f64> = e["times_s"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+                    let mut ts: Vec<f64> = e["times_s"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                        .unwrap_or_default();
                     ptotal += ts.iter().sum::<f64>();
                     pframes += e["frames_out"].as_u64().unwrap_or(0) as usize * ts.len();
                     pillow_file_ms[i] = Some(median(&mut ts) * 1e3);
                     if e["frames_out"].as_u64() != Some(per_file[i].1 as u64) {
-                        eprintln!("warning: {name}: Pillow produced {} frames, autotag {}", e["frames_out"], per_file[i].1);
+                        eprintln!(
+                            "warning: {name}: Pillow produced {} frames, autotag {}",
+                            e["frames_out"], per_file[i].1
+                        );
                     }
                 }
             }
@@ -932,7 +956,11 @@ pub fn decode_bench(opts: &DecodeBenchOptions) -> anyhow::Result<Value> {
             pj["pillow_version"] = p["pillow_version"].clone();
             pj["python"] = p["python"].clone();
             pj["method"] = p["method"].clone();
-            eprintln!("decode Pillow 1 core: {:.1} GIFs/s, {:.1} frames/s", gifs as f64 / ptotal, pframes as f64 / ptotal);
+            eprintln!(
+                "decode Pillow 1 core: {:.1} GIFs/s, {:.1} frames/s",
+                gifs as f64 / ptotal,
+                pframes as f64 / ptotal
+            );
             if ptotal > 0.0 && total > 0.0 && pframes == frames {
                 ratio = json!((frames as f64 / total) / (pframes as f64 / ptotal));
             } else if ptotal > 0.0 && total > 0.0 {
@@ -983,7 +1011,13 @@ fn rate_json(threads: usize, seconds: f64, gifs: usize, frames: usize) -> Value 
     })
 }
 
-fn run_pillow(p: &PillowCommand, corpus: &Path, names: &[String], spec: SampleSpec, repeat: usize) -> anyhow::Result<Value> {
+fn run_pillow(
+    p: &PillowCommand,
+    corpus: &Path,
+    names: &[String],
+    spec: SampleSpec,
+    repeat: usize,
+) -> anyhow::Result<Value> {
     let out = Command::new(&p.python)
         .arg(&p.script)
         .arg("--corpus")
@@ -1017,10 +1051,16 @@ pub fn machine_info() -> Value {
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_else(|| "unknown".into());
     let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
-    let simd: Vec<&str> = ["avx2", "avx512f", "avx512_vnni", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
-    let mem_kb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()));
+    let simd: Vec<&str> = ["avx2", "avx512f", "avx512_vnni", "amx_tile"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
+    let mem_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    });
     let gpu = Command::new("nvidia-smi")
         .args(["--query-gpu=name,memory.total", "--format=csv,noheader"])
         .output()
@@ -1079,7 +1119,8 @@ pub fn merge_json(path: &Path, keys: &[&str], value: Value) -> anyhow::Result<()
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&root)? + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_string_pretty(&root)? + "\n")
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
@@ -1109,16 +1150,28 @@ pub fn evaluate_targets(root: &Value) -> Vec<Target> {
     let goal = if cuda { 0.80 } else { 0.90 };
     let name = format!(
         "e2e frames/s (backlog) >= {goal:.2} x best model-only frames/s{}",
-        if cuda { format!(" ({} {})", e2e["resolved"]["device"].as_str().unwrap_or("?"), e2e["resolved"]["precision"].as_str().unwrap_or("fp32")) } else { String::new() }
+        if cuda {
+            format!(
+                " ({} {})",
+                e2e["resolved"]["device"].as_str().unwrap_or("?"),
+                e2e["resolved"]["precision"].as_str().unwrap_or("fp32")
+            )
+        } else {
+            String::new()
+        }
     );
     // The ceiling is the best model-only figure measured around the backlog run (the model
     // bench's fastest configurations, sustained, right before and after it; the host's speed
     // drifts by 20-30% over minutes); without that window, the model bench's best.
-    let bench_best = e2e["model_reference"]["best_frames_per_s"].as_f64().or_else(|| root["model"]["best"]["frames_per_s"].as_f64());
+    let bench_best =
+        e2e["model_reference"]["best_frames_per_s"].as_f64().or_else(|| root["model"]["best"]["frames_per_s"].as_f64());
     let window_best = e2e["backlog"]["same_window_best_model_frames_per_s"].as_f64();
     let fps = e2e["backlog"]["frames_per_s"].as_f64();
     let also = match (window_best, bench_best, fps) {
-        (Some(_), Some(b), Some(f)) => format!(" (best measured around the backlog run; vs the model bench's best, {b:.1}, measured earlier: {:.2})", f / b),
+        (Some(_), Some(b), Some(f)) => format!(
+            " (best measured around the backlog run; vs the model bench's best, {b:.1}, measured earlier: {:.2})",
+            f / b
+        ),
         _ => String::new(),
     };
     out.push(match (fps, window_best.or(bench_best)) {
@@ -1168,11 +1221,23 @@ pub fn evaluate_targets(root: &Value) -> Vec<Target> {
     out.push(match (small, large) {
         (Some(s), Some(l)) if s.0 != l.0 => Target {
             name: "peak RSS does not grow with the backlog".into(),
-            measured: format!("{:.0} MiB at {} events, {:.0} MiB at {} events ({:+.1}%)", s.1, s.0, l.1, l.0, (l.1 / s.1 - 1.0) * 100.0),
+            measured: format!(
+                "{:.0} MiB at {} events, {:.0} MiB at {} events ({:+.1}%)",
+                s.1,
+                s.0,
+                l.1,
+                l.0,
+                (l.1 / s.1 - 1.0) * 100.0
+            ),
             threshold: format!("{}-event peak <= 1.10 x {}-event peak", l.0, s.0),
             pass: Some(l.1 <= 1.10 * s.1),
         },
-        _ => Target { name: "peak RSS does not grow with the backlog".into(), measured: "not measured".into(), threshold: "-".into(), pass: None },
+        _ => Target {
+            name: "peak RSS does not grow with the backlog".into(),
+            measured: "not measured".into(),
+            threshold: "-".into(),
+            pass: None,
+        },
     });
     out
 }
@@ -1190,12 +1255,19 @@ pub fn p99_bound(root: &Value) -> Option<(f64, String)> {
     let precision = root["e2e"]["resolved"]["precision"].as_str().unwrap_or("fp32");
     let full = model_result(&root["model"], max_batch, instances, threads, precision)
         .and_then(|r| r["ms_per_batch_median"].as_f64())
-        .map(|ms| (ms / 1000.0, format!("model bench, batch {max_batch}, {instances} instance(s) x {threads} thread(s)")))
+        .map(|ms| {
+            (ms / 1000.0, format!("model bench, batch {max_batch}, {instances} instance(s) x {threads} thread(s)"))
+        })
         .or_else(|| {
             let r = &root["e2e"]["model_reference"];
-            r["full_batch_seconds"].as_f64().map(|s| (s, format!("batch {max_batch}, e2e model reference: {}", r["source"].as_str().unwrap_or("?"))))
+            r["full_batch_seconds"].as_f64().map(|s| {
+                (s, format!("batch {max_batch}, e2e model reference: {}", r["source"].as_str().unwrap_or("?")))
+            })
         })?;
-    Some((max_delay + 2.0 * full.0 + 1.0, format!("{:.0} ms + 2 x {:.0} ms + 1 s; {}", max_delay * 1e3, full.0 * 1e3, full.1)))
+    Some((
+        max_delay + 2.0 * full.0 + 1.0,
+        format!("{:.0} ms + 2 x {:.0} ms + 1 s; {}", max_delay * 1e3, full.0 * 1e3, full.1),
+    ))
 }
 
 fn f1(v: &Value) -> String {
@@ -1222,10 +1294,17 @@ pub fn model_table(m: &Value) -> String {
     for r in m["results"].as_array().into_iter().flatten() {
         o += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {}–{} |\n",
-            s(&r["device"]), s(&r["precision"]), r["thread"].as_str().unwrap_or("main"), r["instances"].as_u64().unwrap_or(1),
+            s(&r["device"]),
+            s(&r["precision"]),
+            r["thread"].as_str().unwrap_or("main"),
+            r["instances"].as_u64().unwrap_or(1),
             // libtorch's CPU thread count means nothing for a forward on the GPU.
-            if r["device"] == "cuda" { "-".to_owned() } else { s(&r["threads"]) }, s(&r["batch"]),
-            f1(&r["frames_per_s"]), f1(&r["ms_per_batch_median"]), f1(&r["ms_per_batch_min"]), f1(&r["ms_per_batch_max"])
+            if r["device"] == "cuda" { "-".to_owned() } else { s(&r["threads"]) },
+            s(&r["batch"]),
+            f1(&r["frames_per_s"]),
+            f1(&r["ms_per_batch_median"]),
+            f1(&r["ms_per_batch_min"]),
+            f1(&r["ms_per_batch_max"])
         );
     }
     o
@@ -1238,12 +1317,15 @@ pub fn decode_table(d: &Value) -> String {
     for (label, k) in [("autotag", "autotag_single"), ("autotag", "autotag_parallel"), ("Pillow", "pillow_single")] {
         let r = &d[k];
         if r.is_object() && r.get("error").is_none() {
-            let label = if k == "pillow_single" {
-                format!("{label} {}", s(&r["pillow_version"]))
-            } else {
-                label.to_owned()
-            };
-            o += &format!("| {label} | {} | {} | {} | {} |\n", s(&r["threads"]), f1(&r["gifs_per_s"]), f1(&r["frames_per_s"]), f2(&r["seconds"]));
+            let label =
+                if k == "pillow_single" { format!("{label} {}", s(&r["pillow_version"])) } else { label.to_owned() };
+            o += &format!(
+                "| {label} | {} | {} | {} | {} |\n",
+                s(&r["threads"]),
+                f1(&r["gifs_per_s"]),
+                f1(&r["frames_per_s"]),
+                f2(&r["seconds"])
+            );
         } else if let Some(e) = r.get("error") {
             o += &format!("| Pillow | 1 | failed: {} | | |\n", s(e));
         }
@@ -1253,8 +1335,13 @@ pub fn decode_table(d: &Value) -> String {
     for r in d["files"].as_array().into_iter().flatten() {
         o += &format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
-            s(&r["file"]), s(&r["bytes"]), s(&r["total_frames"]), s(&r["frames_out"]),
-            f2(&r["autotag_ms"]), f2(&r["pillow_ms"]), r["ratio"].as_f64().map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into())
+            s(&r["file"]),
+            s(&r["bytes"]),
+            s(&r["total_frames"]),
+            s(&r["frames_out"]),
+            f2(&r["autotag_ms"]),
+            f2(&r["pillow_ms"]),
+            r["ratio"].as_f64().map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into())
         );
     }
     o
@@ -1302,15 +1389,28 @@ fn ceiling_note(mr: &Map<String, Value>, backlog: &Value) -> String {
         let threads = if r["device"] == "cuda" { String::new() } else { format!(" × {} thread(s)", s(&r["threads"])) };
         format!(
             "{} {} instance(s){threads}, batch {}: {}",
-            s(&r["precision"]), r["instances"].as_u64().unwrap_or(1), s(&r["batch"]), f1(&r["frames_per_s"])
+            s(&r["precision"]),
+            r["instances"].as_u64().unwrap_or(1),
+            s(&r["batch"]),
+            f1(&r["frames_per_s"])
         )
     };
-    let settings: Vec<String> = before["rows"].as_array().into_iter().flatten().map(|r| {
-        let same = |w: &Value| w["precision"] == r["precision"] && w["instances"] == r["instances"] && w["threads"] == r["threads"]
-            && w["batch"] == r["batch"] && w["thread"] == r["thread"];
-        let later = after["rows"].as_array().into_iter().flatten().find(|w| same(w));
-        format!("{} → {}", row(r), later.map(|w| f1(&w["frames_per_s"])).unwrap_or_else(|| "-".into()))
-    }).collect();
+    let settings: Vec<String> = before["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let same = |w: &Value| {
+                w["precision"] == r["precision"]
+                    && w["instances"] == r["instances"]
+                    && w["threads"] == r["threads"]
+                    && w["batch"] == r["batch"]
+                    && w["thread"] == r["thread"]
+            };
+            let later = after["rows"].as_array().into_iter().flatten().find(|w| same(w));
+            format!("{} → {}", row(r), later.map(|w| f1(&w["frames_per_s"])).unwrap_or_else(|| "-".into()))
+        })
+        .collect();
     format!(
         "\n\nThe ceiling for the ratio, measured around the backlog run (the model bench's 3 fastest configurations and the worker's \
          own, 3 runs of ≥ {} s each, right before → right after; frames/s): {}. Best: **{} frames/s**; the backlog ran at **{}** of it, \
@@ -1372,7 +1472,10 @@ pub fn render_report(root: &Value) -> String {
         o += &model_table(model);
         let rows = model["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         let discarded = rows.iter().filter_map(|r| r["discarded_rounds"].as_u64()).max();
-        let kept = rows.iter().filter_map(|r| r["max_foreign_cores_in_kept_rounds"].as_f64()).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+        let kept = rows
+            .iter()
+            .filter_map(|r| r["max_foreign_cores_in_kept_rounds"].as_f64())
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
         match (discarded, kept) {
             (Some(d), Some(k)) => {
                 o += &format!(
@@ -1420,11 +1523,17 @@ pub fn render_report(root: &Value) -> String {
     let e = &root["e2e"];
     if e.is_object() {
         let dev = e["resolved"]["device"].as_str().unwrap_or("cpu");
-        let dev = format!("{}, {}", if dev == "cuda" { "CUDA" } else { "CPU" }, e["resolved"]["precision"].as_str().unwrap_or("fp32"));
-        o += &format!("### End to end\n\nReal Tansu broker, s3s-fs and `autotag worker` process, {dev}. Latency: `uploaded_at` (set when the \
+        let dev = format!(
+            "{}, {}",
+            if dev == "cuda" { "CUDA" } else { "CPU" },
+            e["resolved"]["precision"].as_str().unwrap_or("fp32")
+        );
+        o += &format!(
+            "### End to end\n\nReal Tansu broker, s3s-fs and `autotag worker` process, {dev}. Latency: `uploaded_at` (set when the \
               event is produced) to the suggestion's Kafka record timestamp. Backlog: every event produced before the worker \
               starts; duration from `/readyz` = 200 to the last suggestion. Steady: events offered at a fixed rate; duration \
-              from the first upload to the last suggestion. Peak RSS: the worker's `VmHWM` just before it is stopped.\n\n");
+              from the first upload to the last suggestion. Peak RSS: the worker's `VmHWM` just before it is stopped.\n\n"
+        );
         o += "| mode | events | seconds | GIFs/s | frames/s | ÷ best model-only | p50 s | p95 s | p99 s | peak RSS MiB | dead letters | other processes (cores) |\n";
         o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         if e["backlog"].is_object() {
@@ -1444,7 +1553,11 @@ pub fn render_report(root: &Value) -> String {
                 f1(&mr.get("best_worker_thread_frames_per_s").cloned().unwrap_or(Value::Null)),
                 f2(&e["backlog"]["ratio_to_best_worker_thread_model"]),
                 s(&mr.get("max_batch").cloned().unwrap_or(Value::Null)),
-                f0(&mr.get("full_batch_seconds").and_then(Value::as_f64).map(|x| json!(x * 1e3)).unwrap_or(Value::Null)),
+                f0(&mr
+                    .get("full_batch_seconds")
+                    .and_then(Value::as_f64)
+                    .map(|x| json!(x * 1e3))
+                    .unwrap_or(Value::Null)),
                 ceiling_note(mr, &e["backlog"]),
             );
         }
@@ -1522,11 +1635,20 @@ pub fn render_report(root: &Value) -> String {
             o += &format!("### Memory\n\n{}\n\n", s(&e["memory"]["description"]));
             o += "| events | seconds | GIFs/s | peak RSS MiB (VmHWM) | RSS at ready MiB | RSS peak per quarter of the run MiB | dead letters | other processes (cores) |\n|---:|---:|---:|---:|---:|---|---:|---:|\n";
             for r in runs {
-                let q = r["rss"]["quarter_peaks_mib"].as_array().map(|a| a.iter().map(f0).collect::<Vec<_>>().join(" / ")).unwrap_or_default();
+                let q = r["rss"]["quarter_peaks_mib"]
+                    .as_array()
+                    .map(|a| a.iter().map(f0).collect::<Vec<_>>().join(" / "))
+                    .unwrap_or_default();
                 o += &format!(
                     "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                    s(&r["events"]), f1(&r["duration_s"]), f1(&r["gifs_per_s"]), f0(&r["peak_rss_mib"]), f0(&r["rss"]["at_ready_mib"]), q,
-                    s(&r["dead_letters"]), f2(&r["cpu_load"]["foreign_cores"])
+                    s(&r["events"]),
+                    f1(&r["duration_s"]),
+                    f1(&r["gifs_per_s"]),
+                    f0(&r["peak_rss_mib"]),
+                    f0(&r["rss"]["at_ready_mib"]),
+                    q,
+                    s(&r["dead_letters"]),
+                    f2(&r["cpu_load"]["foreign_cores"])
                 );
             }
             o += "\n";
@@ -1564,7 +1686,11 @@ mod tests {
     /// exported model (`scripts/setup`).
     #[test]
     fn smoke_model_and_decode_benches() {
-        let model = ModelConfig { dir: repo().join(".local/models/efficientnet-lite0"), device: DeviceChoice::Cpu, ..ModelConfig::default() };
+        let model = ModelConfig {
+            dir: repo().join(".local/models/efficientnet-lite0"),
+            device: DeviceChoice::Cpu,
+            ..ModelConfig::default()
+        };
         let m = model_bench(&ModelBenchOptions {
             model,
             batches: vec![1],
@@ -1625,7 +1751,8 @@ mod tests {
         assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
 
         let doc = dir.path().join("bench.md");
-        std::fs::write(&doc, format!("# B\n\nintro\n\n{BEGIN_MARKER}\nold\n{END_MARKER}\n\n## Analysis\n\nprose\n")).unwrap();
+        std::fs::write(&doc, format!("# B\n\nintro\n\n{BEGIN_MARKER}\nold\n{END_MARKER}\n\n## Analysis\n\nprose\n"))
+            .unwrap();
         update_doc(&doc, &v).unwrap();
         let text = std::fs::read_to_string(&doc).unwrap();
         assert!(text.starts_with("# B\n\nintro\n\n"));

@@ -357,21 +357,19 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut root = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(e.to_string()))?
             }
             None => toml::Table::new(),
         };
-        let mut vars: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         vars.sort();
         for (var, value) in vars {
             apply_override(&mut root, &var, &value)?;
         }
-        let mut cfg: Config = toml::Value::Table(root)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut cfg: Config =
+            toml::Value::Table(root).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         cfg.normalise();
         cfg.validate()?;
         Ok(cfg)
@@ -428,8 +426,7 @@ impl Config {
 /// Apply one `AUTOTAG__A__B__C=value` override to the TOML tree.
 fn apply_override(root: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
     let err = |message: String| ConfigError::Env { var: var.to_owned(), message };
-    let path: Vec<String> =
-        var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
     if path.iter().any(|p| p.is_empty()) {
         return Err(err("empty path segment".into()));
     }
@@ -517,7 +514,12 @@ mod tests {
 
     #[test]
     fn precision_is_named() {
-        for (v, want) in [("auto", PrecisionChoice::Auto), ("fp32", PrecisionChoice::Fp32), ("fp16", PrecisionChoice::Fp16), ("bf16", PrecisionChoice::Bf16)] {
+        for (v, want) in [
+            ("auto", PrecisionChoice::Auto),
+            ("fp32", PrecisionChoice::Fp32),
+            ("fp16", PrecisionChoice::Fp16),
+            ("bf16", PrecisionChoice::Bf16),
+        ] {
             let cfg = Config::load_with_env(None, env(&[("AUTOTAG__MODEL__PRECISION", v)])).expect(v);
             assert_eq!(cfg.model.precision, want);
         }

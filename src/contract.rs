@@ -69,8 +69,7 @@ impl ContractError {
 /// Parse and validate an upload event payload.
 pub fn parse_upload(payload: Option<&[u8]>) -> Result<ValidUpload, ContractError> {
     let payload = payload.ok_or(ContractError::NoPayload)?;
-    let event: UploadEvent =
-        serde_json::from_slice(payload).map_err(|e| ContractError::Json(e.to_string()))?;
+    let event: UploadEvent = serde_json::from_slice(payload).map_err(|e| ContractError::Json(e.to_string()))?;
     if event.schema_version != SCHEMA_VERSION {
         return Err(ContractError::Version(event.schema_version));
     }
@@ -80,8 +79,7 @@ pub fn parse_upload(payload: Option<&[u8]>) -> Result<ValidUpload, ContractError
     if event.gif_id.trim().is_empty() {
         return Err(ContractError::Empty("gif_id"));
     }
-    let (bucket, key) =
-        parse_s3_uri(&event.s3_uri).ok_or_else(|| ContractError::S3Uri(event.s3_uri.clone()))?;
+    let (bucket, key) = parse_s3_uri(&event.s3_uri).ok_or_else(|| ContractError::S3Uri(event.s3_uri.clone()))?;
     let uploaded_at = DateTime::parse_from_rfc3339(&event.uploaded_at)
         .map_err(|_| ContractError::Timestamp(event.uploaded_at.clone()))?
         .with_timezone(&Utc);
@@ -220,13 +218,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(
-        origin: RecordOrigin,
-        payload: Option<&[u8]>,
-        stage: Stage,
-        reason: &str,
-        message: String,
-    ) -> Self {
+    pub fn new(origin: RecordOrigin, payload: Option<&[u8]>, stage: Stage, reason: &str, message: String) -> Self {
         use base64::Engine as _;
         let ids: Option<UploadIds> = payload.and_then(|p| serde_json::from_slice(p).ok());
         let (text, b64) = match payload {

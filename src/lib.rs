@@ -14,8 +14,8 @@
 pub mod bench;
 pub mod config;
 pub mod contract;
+pub mod ops;
 pub mod pipeline;
 pub mod tags;
 pub mod telemetry;
-pub mod ops;
 pub mod worker;

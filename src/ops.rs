@@ -18,7 +18,13 @@ use crate::pipeline::fetch;
 
 /// Upload `files` to `s3://bucket/prefix<name>` and produce one upload event
 /// for each. Returns the events sent.
-pub async fn upload(cfg: &Config, bucket: &str, prefix: &str, files: &[PathBuf], create_bucket: bool) -> anyhow::Result<Vec<UploadEvent>> {
+pub async fn upload(
+    cfg: &Config,
+    bucket: &str,
+    prefix: &str,
+    files: &[PathBuf],
+    create_bucket: bool,
+) -> anyhow::Result<Vec<UploadEvent>> {
     let s3 = fetch::create_client(&cfg.s3).await;
     if create_bucket {
         match s3.create_bucket().bucket(bucket).send().await {
@@ -61,7 +67,10 @@ pub async fn upload(cfg: &Config, bucket: &str, prefix: &str, files: &[PathBuf],
         };
         let payload = serde_json::to_vec(&ev)?;
         producer
-            .send(FutureRecord::to(&cfg.kafka.topics.uploads).key(&ev.gif_id).payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&cfg.kafka.topics.uploads).key(&ev.gif_id).payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("producing upload event: {e}"))?;
         events.push(ev);

@@ -48,8 +48,7 @@ impl Accumulator {
 /// The `top_k` tags scoring at least `threshold`, best first. Ties break by
 /// tag index so the output is deterministic.
 pub fn top_tags(scores: &[f32], vocab: &[String], top_k: usize, threshold: f32) -> Vec<TagScore> {
-    let mut idx: Vec<usize> =
-        (0..scores.len().min(vocab.len())).filter(|&i| scores[i] >= threshold).collect();
+    let mut idx: Vec<usize> = (0..scores.len().min(vocab.len())).filter(|&i| scores[i] >= threshold).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     idx.truncate(top_k);
     idx.into_iter()

@@ -67,8 +67,8 @@ impl Health {
 /// the level; `AUTOTAG_LOG_FORMAT=json` switches to JSON lines.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AUTOTAG_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,aws=warn"));
+    let filter =
+        EnvFilter::try_from_env("AUTOTAG_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,aws=warn"));
     let json = std::env::var("AUTOTAG_LOG_FORMAT").is_ok_and(|v| v == "json");
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
@@ -77,9 +77,7 @@ pub fn init_logging() {
 
 /// Install the Prometheus recorder (once per process) and describe metrics.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let seconds = [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ];
+    let seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes)?
@@ -99,19 +97,17 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!(COMMITTED_OFFSETS, "Offset commits sent to the group coordinator");
     // Give the upkeep task something to do so histograms don't grow unbounded.
     let upkeep = handle.clone();
-    std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(5));
-        upkeep.run_upkeep();
+    std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkeep.run_upkeep();
+        }
     })?;
     Ok(handle)
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` until the process ends.
-pub async fn serve_http(
-    listen: &str,
-    handle: PrometheusHandle,
-    health: Arc<Health>,
-) -> anyhow::Result<SocketAddr> {
+pub async fn serve_http(listen: &str, handle: PrometheusHandle, health: Arc<Health>) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
@@ -122,11 +118,7 @@ pub async fn serve_http(
             get(move || {
                 let ready = health.is_ready();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
+                    if ready { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
                 }
             }),
         );

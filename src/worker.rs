@@ -72,8 +72,8 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> an
     let s3 = fetch::create_client(&cfg.s3).await;
     let producer = publish::create_producer(&cfg.kafka).context("creating the Kafka producer")?;
     let offsets = Offsets::default();
-    let consumer = source::create_consumer(&cfg.kafka, offsets.clone(), health.clone())
-        .context("creating the Kafka consumer")?;
+    let consumer =
+        source::create_consumer(&cfg.kafka, offsets.clone(), health.clone()).context("creating the Kafka consumer")?;
     source::subscribe(&consumer, &[&cfg.kafka.topics.uploads]).context("subscribing")?;
     info!(topic = %cfg.kafka.topics.uploads, group = %cfg.kafka.group_id, "consuming");
 

@@ -74,7 +74,8 @@ async fn sigkill_at_random_moments_loses_nothing() {
     let consumer = broker.output_consumer();
     let mut out = Vec::new();
 
-    let seed = std::env::var("AUTOTAG_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let seed =
+        std::env::var("AUTOTAG_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut kills = 0;
     while kills < 10 {
@@ -145,7 +146,13 @@ async fn s3_outage_pauses_and_recovers_without_dead_letters() {
     env.set("AUTOTAG__S3__REQUEST_TIMEOUT_MS", "1000");
     env.set("AUTOTAG__PIPELINE__MAX_IN_FLIGHT", "4");
     env.set("AUTOTAG__PIPELINE__PAUSE_AFTER_MS", "100");
-    let good = |i: usize, p: &str| (format!("{p}-{i}"), format!("g-{p}-{i}"), upload_event(&format!("{p}-{i}"), &format!("g-{p}-{i}"), BUCKET, STATIC[i % 3]));
+    let good = |i: usize, p: &str| {
+        (
+            format!("{p}-{i}"),
+            format!("g-{p}-{i}"),
+            upload_event(&format!("{p}-{i}"), &format!("g-{p}-{i}"), BUCKET, STATIC[i % 3]),
+        )
+    };
     let first: Vec<_> = (0..10).map(|i| good(i, "before")).collect();
     let second: Vec<_> = (0..30).map(|i| good(i, "during")).collect();
     let mut w = Worker::start(&env, "outage");
@@ -200,8 +207,13 @@ async fn sigterm_during_backlog_exits_in_time_and_redoes_nothing_committed() {
         .map(|i| (format!("g{i}"), upload_event(&format!("term-{i}"), &format!("g{i}"), BUCKET, ANIMATED[i % 2])))
         .collect();
     let positions = broker.produce_all(UPLOADS, &evs).await;
-    let position: HashMap<String, (i32, i64)> =
-        evs.iter().zip(&positions).map(|((_, p), pos)| (serde_json::from_slice::<serde_json::Value>(p).unwrap()["event_id"].as_str().unwrap().to_owned(), *pos)).collect();
+    let position: HashMap<String, (i32, i64)> = evs
+        .iter()
+        .zip(&positions)
+        .map(|((_, p), pos)| {
+            (serde_json::from_slice::<serde_json::Value>(p).unwrap()["event_id"].as_str().unwrap().to_owned(), *pos)
+        })
+        .collect();
 
     let mut w = Worker::start(&env, "term-1");
     w.wait_ready(Duration::from_secs(120));
@@ -231,10 +243,7 @@ async fn sigterm_during_backlog_exits_in_time_and_redoes_nothing_committed() {
         let c = committed.get(&p).copied().unwrap_or(0);
         assert!(o >= c, "{id} at {p}/{o} was committed (watermark {c}) yet processed again");
     }
-    println!(
-        "first run answered {first_run}, committed {committed:?}, second run answered {}",
-        out.len() - first_run
-    );
+    println!("first run answered {first_run}, committed {committed:?}, second run answered {}", out.len() - first_run);
     let (code, _) = w.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }

@@ -72,7 +72,11 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
     // A missing object and an unparseable event, between valid ones.
     let missing = upload_event("ev-missing", "gif-missing", BUCKET, "uploads/nope.gif");
     payloads.insert(3, ("gif-missing".into(), missing));
-    expected.push(("ev-missing".into(), "gif-missing".into(), Expect::Dead { stage: "fetch", reason: "object_not_found".into() }));
+    expected.push((
+        "ev-missing".into(),
+        "gif-missing".into(),
+        Expect::Dead { stage: "fetch", reason: "object_not_found".into() },
+    ));
     payloads.insert(6, ("gif-garbage".into(), b"{\"schema_version\": 1, \"event_id\": \"ev-garbage\", oops".to_vec()));
     for (key, payload) in &payloads {
         broker.produce(UPLOADS, key, payload).await;
@@ -167,7 +171,9 @@ async fn restart_after_commit_retags_nothing() {
         s3.put(BUCKET, f, read(&testdata(f))).await;
     }
     for (i, f) in files.iter().enumerate() {
-        broker.produce(UPLOADS, &format!("g{i}"), &upload_event(&format!("first-{i}"), &format!("g{i}"), BUCKET, f)).await;
+        broker
+            .produce(UPLOADS, &format!("g{i}"), &upload_event(&format!("first-{i}"), &format!("g{i}"), BUCKET, f))
+            .await;
     }
     let env = WorkerEnv::new(&broker, &s3);
     let mut worker = Worker::start(&env, "restart-1");

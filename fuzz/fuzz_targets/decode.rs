@@ -21,10 +21,7 @@ fuzz_target!(|data: &[u8]| {
         max_frames: 200,
         max_decoded_pixels: 20_000_000,
     };
-    let spec = SampleSpec {
-        frames: K,
-        size: SIZE,
-    };
+    let spec = SampleSpec { frames: K, size: SIZE };
     match decode_and_sample(data, spec, &limits) {
         Ok(s) => {
             assert!(s.count >= 1 && s.count <= K && s.count <= s.total_frames);
@@ -36,14 +33,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             let reason = e.reason();
-            assert!(
-                !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            );
+            assert!(!reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             // The spec is valid and sizes are checked before resizing: these would be bugs.
-            assert!(
-                !matches!(e, DecodeError::InvalidSpec(_) | DecodeError::Resize(_)),
-                "{e}"
-            );
+            assert!(!matches!(e, DecodeError::InvalidSpec(_) | DecodeError::Resize(_)), "{e}");
             let _ = e.to_string();
         }
     }

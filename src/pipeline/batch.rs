@@ -14,8 +14,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{Job, Shutdown};
 use super::decode::SampledFrames;
+use super::{Job, Shutdown};
 use crate::telemetry;
 
 /// A decoded GIF on its way to the batcher.
@@ -85,7 +85,12 @@ impl Batcher {
             b.n += take;
             offset += take;
             let last = offset == total;
-            b.parts.push(BatchPart { gif, frames: take, total_frames: total, job: if last { job.take() } else { None } });
+            b.parts.push(BatchPart {
+                gif,
+                frames: take,
+                total_frames: total,
+                job: if last { job.take() } else { None },
+            });
             if b.n >= max_batch {
                 full.extend(self.current.take());
             }

@@ -173,7 +173,11 @@ pub async fn start_get(
 }
 
 /// Read a body of `declared` bytes, never more than `max_bytes`.
-pub async fn read_body(mut body: aws_sdk_s3::primitives::ByteStream, declared: u64, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+pub async fn read_body(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    declared: u64,
+    max_bytes: u64,
+) -> Result<Vec<u8>, FetchError> {
     let mut out = Vec::with_capacity(declared.min(max_bytes) as usize);
     while let Some(chunk) = body.try_next().await.map_err(|e| FetchError::Transient(format!("reading body: {e}")))? {
         if (out.len() + chunk.len()) as u64 > max_bytes {

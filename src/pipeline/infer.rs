@@ -153,7 +153,8 @@ pub fn cpu_has_native_bf16() -> bool {
 pub fn reuse_freed_memory() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
+        {
             info!("MALLOC_* set in the environment: leaving glibc's thresholds to it");
             return;
         }
@@ -161,7 +162,8 @@ pub fn reuse_freed_memory() {
         {
             // SAFETY: mallopt only changes allocator parameters; it takes glibc's own locks.
             let ok = unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20) == 1
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                    && libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20) == 1
             };
             if !ok {
                 warn!("mallopt refused the thresholds: freed memory is returned to the kernel as usual");
@@ -192,11 +194,17 @@ pub fn read_manifest(dir: &Path, verify_sha256: bool) -> Result<(ModelManifest, 
     if m.input.height != m.input.width || m.input.height == 0 {
         return Err(err(format!("input must be square, got {}x{}", m.input.width, m.input.height)));
     }
-    let tags_text =
-        std::fs::read_to_string(dir.join(&m.output.tags_file)).map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
-    let tags: Vec<String> = serde_json::from_str(&tags_text).map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
+    let tags_text = std::fs::read_to_string(dir.join(&m.output.tags_file))
+        .map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
+    let tags: Vec<String> =
+        serde_json::from_str(&tags_text).map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
     if tags.len() != m.output.num_tags {
-        return Err(err(format!("{} tags in {}, model.json says {}", tags.len(), m.output.tags_file, m.output.num_tags)));
+        return Err(err(format!(
+            "{} tags in {}, model.json says {}",
+            tags.len(),
+            m.output.tags_file,
+            m.output.num_tags
+        )));
     }
     if verify_sha256 {
         let actual = sha256_file(&dir.join("model.pt")).map_err(|e| err(format!("model.pt: {e}")))?;
@@ -275,8 +283,11 @@ impl TorchBackend {
             // its weights as graph constants, which no cast reaches: refuse to pretend.
             let params = module.named_parameters().map(|p| p.len()).unwrap_or(0);
             if params == 0 {
-                warn!("model.precision = {}: {} has no parameters (a frozen export?): running fp32",
-                      precision.as_str(), path.display());
+                warn!(
+                    "model.precision = {}: {} has no parameters (a frozen export?): running fp32",
+                    precision.as_str(),
+                    path.display()
+                );
                 precision = Precision::Fp32;
             } else {
                 module.to(device, precision.kind(), false);
@@ -313,7 +324,10 @@ impl Backend for TorchBackend {
             .map_err(|e| InferError::Forward(e.to_string()))?;
         let size = out.size();
         if size != [n as i64, self.num_tags as i64] {
-            return Err(InferError::Forward(format!("model returned shape {size:?}, expected [{n}, {}]", self.num_tags)));
+            return Err(InferError::Forward(format!(
+                "model returned shape {size:?}, expected [{n}, {}]",
+                self.num_tags
+            )));
         }
         let mut v = vec![0f32; n * self.num_tags];
         out.f_copy_data(&mut v, n * self.num_tags).map_err(|e| InferError::Forward(e.to_string()))?;
@@ -435,7 +449,9 @@ where
                         .spawn(move || {
                             let _no_grad = tch::no_grad_guard();
                             let sh = &shared;
-                            if let Err(e) = warm_up(sh.backend.as_ref(), sh.info.side, &sh.buckets, sh.settings.warmup_runs) {
+                            if let Err(e) =
+                                warm_up(sh.backend.as_ref(), sh.info.side, &sh.buckets, sh.settings.warmup_runs)
+                            {
                                 warn!(error = %e, instance = i, "warm-up failed on a model instance thread");
                             }
                             let _ = warmed.send(());
@@ -591,7 +607,8 @@ mod tests {
         let module = tch::CModule::load(dir.join("model.pt")).expect("the exported model (scripts/setup)");
         let params = module.named_parameters().expect("parameters");
         assert!(params.len() > 50, "only {} parameters: a frozen export cannot run fp16", params.len());
-        let cfg = ModelConfig { dir, device: DeviceChoice::Cpu, precision: PrecisionChoice::Fp16, ..ModelConfig::default() };
+        let cfg =
+            ModelConfig { dir, device: DeviceChoice::Cpu, precision: PrecisionChoice::Fp16, ..ModelConfig::default() };
         let (backend, info) = load_torch(&cfg).expect("load");
         assert!(info.device.starts_with("cpu"), "{}", info.device);
         assert_eq!(info.precision, "fp32", "fp16 is refused on CPU");
@@ -636,7 +653,9 @@ mod tests {
             let t = scores.len() / frames;
             (0..t).map(|j| (0..frames).map(|f| scores[f * t + j]).sum::<f32>() / frames as f32).collect::<Vec<_>>()
         };
-        for (file, expect) in [("chelsea_static.gif", "cat"), ("coffee_480x270_16f.gif", "coffee"), ("rocket_static.gif", "rocket")] {
+        for (file, expect) in
+            [("chelsea_static.gif", "cat"), ("coffee_480x270_16f.gif", "coffee"), ("rocket_static.gif", "rocket")]
+        {
             let bytes = std::fs::read(repo.join("testdata/gifs").join(file)).expect(file);
             let f = decode_and_sample(&bytes, SampleSpec { frames: 8, size: info32.side }, &DecodeLimits::default())
                 .expect(file);

@@ -79,7 +79,8 @@ impl PublishStage {
                 (job.ticket, out)
             }
             Outcome::Failed { ticket, stage, reason, message } => {
-                let d = DeadLetter::new(ticket.record.origin(), ticket.record.payload.as_deref(), stage, reason, message);
+                let d =
+                    DeadLetter::new(ticket.record.origin(), ticket.record.payload.as_deref(), stage, reason, message);
                 let payload = serde_json::to_vec(&d).expect("dead letter serialises");
                 let out = Output {
                     topic: self.dead_letter_topic.clone(),

@@ -350,13 +350,8 @@ impl SourceStage {
             payload: msg.payload().map(<[u8]>::to_vec),
         };
         let parsed = contract::parse_upload(record.payload.as_deref());
-        let ticket = Ticket {
-            record,
-            generation,
-            consumed_at: Instant::now(),
-            source: self.source,
-            _permit: Some(permit),
-        };
+        let ticket =
+            Ticket { record, generation, consumed_at: Instant::now(), source: self.source, _permit: Some(permit) };
         match parsed {
             Ok(upload) => {
                 debug!(gif_id = %upload.event.gif_id, offset = ticket.record.offset, "consumed");

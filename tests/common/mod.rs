@@ -118,11 +118,7 @@ impl Broker {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap()
+        ClientConfig::new().set("bootstrap.servers", self.brokers()).set("enable.idempotence", "true").create().unwrap()
     }
 
     pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
@@ -137,7 +133,8 @@ impl Broker {
     /// Produce many records with one producer; returns (partition, offset) of each.
     pub async fn produce_all(&self, topic: &str, records: &[(String, Vec<u8>)]) -> Vec<(i32, i64)> {
         let p = self.producer();
-        let sends = records.iter().map(|(k, v)| p.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(30)));
+        let sends =
+            records.iter().map(|(k, v)| p.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(30)));
         futures::future::join_all(sends)
             .await
             .into_iter()
@@ -165,11 +162,8 @@ impl Broker {
 
     /// Committed offsets of `group` on the uploads topic, per partition.
     pub fn committed(&self, group: &str, partitions: i32) -> HashMap<i32, i64> {
-        let c: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("group.id", group)
-            .create()
-            .unwrap();
+        let c: StreamConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.brokers()).set("group.id", group).create().unwrap();
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(UPLOADS, p);
@@ -466,7 +460,10 @@ impl Schemas {
 }
 
 pub fn sorted_tags(s: &Value) -> Vec<String> {
-    s["tags"].as_array().map(|a| a.iter().filter_map(|t| t["tag"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    s["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t["tag"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 pub fn read(path: &Path) -> Vec<u8> {

@@ -280,11 +280,7 @@ impl DecodeError {
 ///
 /// Sampled indices are `floor((i + 0.5) * N / K)` for `i in 0..K` when `K < N` (distinct and
 /// increasing), and all frames when `K >= N`.
-pub fn decode_and_sample(
-    bytes: &[u8],
-    spec: SampleSpec,
-    limits: &DecodeLimits,
-) -> Result<SampledFrames, DecodeError> {
+pub fn decode_and_sample(bytes: &[u8], spec: SampleSpec, limits: &DecodeLimits) -> Result<SampledFrames, DecodeError> {
     if spec.frames == 0 || spec.frames > MAX_SAMPLE_FRAMES {
         return Err(DecodeError::InvalidSpec("frames must be in 1..=1024"));
     }
@@ -312,21 +308,12 @@ pub fn decode_and_sample(
             .ok_or_else(|| DecodeError::Resize("output slot out of range".into()))?;
         let src = fr::images::ImageRef::new(w, h, canvas, fr::PixelType::U8x3)
             .map_err(|e| DecodeError::Resize(e.to_string()))?;
-        let mut dst =
-            fr::images::Image::from_slice_u8(spec.size, spec.size, out, fr::PixelType::U8x3)
-                .map_err(|e| DecodeError::Resize(e.to_string()))?;
-        resizer
-            .resize(&src, &mut dst, &options)
-            .map_err(|e| DecodeError::Resize(e.to_string()))
+        let mut dst = fr::images::Image::from_slice_u8(spec.size, spec.size, out, fr::PixelType::U8x3)
+            .map_err(|e| DecodeError::Resize(e.to_string()))?;
+        resizer.resize(&src, &mut dst, &options).map_err(|e| DecodeError::Resize(e.to_string()))
     })?;
 
-    Ok(SampledFrames {
-        rgb,
-        count: indices.len(),
-        total_frames: scan.frames.len(),
-        width: w,
-        height: h,
-    })
+    Ok(SampledFrames { rgb, count: indices.len(), total_frames: scan.frames.len(), width: w, height: h })
 }
 
 /// `min(k, n)` distinct increasing frame indices spread over `0..n`: the centres of `k` equal
@@ -337,9 +324,7 @@ pub(crate) fn sample_indices(n: usize, k: usize) -> Vec<usize> {
     }
     // k < n, so consecutive values differ by n/k > 1: distinct. u128 cannot overflow.
     let (n128, k128) = (n as u128, k as u128);
-    (0..k as u128)
-        .map(|i| ((2 * i + 1) * n128 / (2 * k128)) as usize)
-        .collect()
+    (0..k as u128).map(|i| ((2 * i + 1) * n128 / (2 * k128)) as usize).collect()
 }
 
 /// Composites frames `0..=index` and returns the RGB canvas (`width * height * 3` bytes) as
@@ -395,9 +380,7 @@ impl FrameMeta {
 
     /// Does drawing this frame make the canvas independent of everything drawn before it?
     fn is_key_frame(&self, sw: u32, sh: u32) -> bool {
-        !self.has_transparency
-            && self.dispose != DisposalMethod::Previous
-            && self.clip(sw, sh) == Some((0, 0, sw, sh))
+        !self.has_transparency && self.dispose != DisposalMethod::Previous && self.clip(sw, sh) == Some((0, 0, sw, sh))
     }
 }
 
@@ -442,11 +425,7 @@ fn check_header(bytes: &[u8]) -> Result<usize, DecodeError> {
         Some(&f) => f,
         None => return Err(DecodeError::Truncated),
     };
-    let global_table = if flags & 0x80 != 0 {
-        3usize << ((flags & 7) + 1)
-    } else {
-        0
-    };
+    let global_table = if flags & 0x80 != 0 { 3usize << ((flags & 7) + 1) } else { 0 };
     Ok(13 + global_table)
 }
 
@@ -499,9 +478,9 @@ fn map_gif_error(e: DecodingError, limits: &DecodeLimits) -> DecodeError {
         return DecodeError::Truncated;
     }
     match e {
-        DecodingError::MemoryLimit | DecodingError::OutOfMemory => DecodeError::DecoderMemory {
-            limit: limits.gif_memory_limit_bytes(),
-        },
+        DecodingError::MemoryLimit | DecodingError::OutOfMemory => {
+            DecodeError::DecoderMemory { limit: limits.gif_memory_limit_bytes() }
+        }
         DecodingError::LzwError(e) => DecodeError::CorruptData(format!("invalid LZW data: {e}")),
         other => DecodeError::CorruptData(other.to_string()),
     }
@@ -539,11 +518,7 @@ fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeError> {
             Err(e) => return Err(map_gif_error(e, limits)),
         };
         if frames.len() >= limits.max_frames as usize {
-            return Err(too_large(
-                "frames",
-                frames.len() as u64 + 1,
-                limits.max_frames.into(),
-            ));
+            return Err(too_large("frames", frames.len() as u64 + 1, limits.max_frames.into()));
         }
         let meta = FrameMeta {
             left: frame.left,
@@ -559,11 +534,7 @@ fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeError> {
         }
         decoded = decoded.saturating_add(area);
         if decoded > limits.max_decoded_pixels {
-            return Err(too_large(
-                "decoded_pixels",
-                decoded,
-                limits.max_decoded_pixels,
-            ));
+            return Err(too_large("decoded_pixels", decoded, limits.max_decoded_pixels));
         }
         if frame.palette.is_some() {
             local_palette_frames += 1;
@@ -579,17 +550,10 @@ fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeError> {
     if width == 0 || height == 0 {
         let nonempty = frames.iter().filter(|f| f.area() > 0);
         if width == 0 {
-            width = nonempty
-                .clone()
-                .map(|f| u32::from(f.left) + u32::from(f.width))
-                .max()
-                .unwrap_or(0);
+            width = nonempty.clone().map(|f| u32::from(f.left) + u32::from(f.width)).max().unwrap_or(0);
         }
         if height == 0 {
-            height = nonempty
-                .map(|f| u32::from(f.top) + u32::from(f.height))
-                .max()
-                .unwrap_or(0);
+            height = nonempty.map(|f| u32::from(f.top) + u32::from(f.height)).max().unwrap_or(0);
         }
         if width == 0 || height == 0 {
             return Err(DecodeError::EmptyImage);
@@ -609,12 +573,7 @@ fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeError> {
             });
         }
     }
-    Ok(Scan {
-        width,
-        height,
-        frames,
-        local_palette_frames,
-    })
+    Ok(Scan { width, height, frames, local_palette_frames })
 }
 
 fn check_screen(w: u32, h: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
@@ -622,11 +581,7 @@ fn check_screen(w: u32, h: u32, limits: &DecodeLimits) -> Result<(), DecodeError
         return Err(too_large("screen_width", w.into(), limits.max_width.into()));
     }
     if h > limits.max_height {
-        return Err(too_large(
-            "screen_height",
-            h.into(),
-            limits.max_height.into(),
-        ));
+        return Err(too_large("screen_height", h.into(), limits.max_height.into()));
     }
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_canvas_pixels {
@@ -654,11 +609,7 @@ fn plan(scan: &Scan, samples: &[usize]) -> Vec<bool> {
             latest_key = j;
         }
         if samples.next_if_eq(&j).is_some() {
-            for n in needed
-                .iter_mut()
-                .take(j + 1)
-                .skip(latest_key.max(next_unmarked))
-            {
+            for n in needed.iter_mut().take(j + 1).skip(latest_key.max(next_unmarked)) {
                 *n = true;
             }
             next_unmarked = j + 1;
@@ -720,14 +671,7 @@ fn render(
     let too_big = || too_large("canvas_pixels", canvas_pixels, limits.max_canvas_pixels);
     let canvas_len = usize::try_from(canvas_pixels * 3).map_err(|_| too_big())?;
     let mut canvas = vec![0u8; canvas_len];
-    let max_area = scan
-        .frames
-        .iter()
-        .zip(&needed)
-        .filter(|(_, n)| **n)
-        .map(|(f, _)| f.area())
-        .max()
-        .unwrap_or(0);
+    let max_area = scan.frames.iter().zip(&needed).filter(|(_, n)| **n).map(|(f, _)| f.area()).max().unwrap_or(0);
     let max_area = usize::try_from(max_area).map_err(|_| too_big())?;
     let mut indices = lzw::FrameBuffer::new(max_area);
     let mut lzw = lzw::Decoder::new();
@@ -735,9 +679,7 @@ fn render(
 
     // Frame data is copied out LZW-compressed and decompressed by `lzw` (faster than the gif
     // crate's own decompressor, and it lets skipped frames cost nothing but a block walk).
-    let mut decoder = decode_options(limits, true)
-        .read_info(bytes)
-        .map_err(|e| map_gif_error(e, limits))?;
+    let mut decoder = decode_options(limits, true).read_info(bytes).map_err(|e| map_gif_error(e, limits))?;
     let mut global_lut = [[0u8; 3]; 256];
     if let Some(p) = decoder.global_palette() {
         build_lut(p, &mut global_lut);
@@ -751,9 +693,7 @@ fn render(
             match decoder.next_frame_info() {
                 Ok(Some(_)) => continue,
                 Ok(None) => {
-                    return Err(DecodeError::CorruptData(format!(
-                        "frame {j} vanished on the second pass"
-                    )));
+                    return Err(DecodeError::CorruptData(format!("frame {j} vanished on the second pass")));
                 }
                 Err(e) => return Err(map_gif_error(e, limits)),
             }
@@ -761,9 +701,7 @@ fn render(
         let frame = match decoder.read_next_frame() {
             Ok(Some(f)) => f,
             Ok(None) => {
-                return Err(DecodeError::CorruptData(format!(
-                    "frame {j} vanished on the second pass"
-                )));
+                return Err(DecodeError::CorruptData(format!("frame {j} vanished on the second pass")));
             }
             Err(e) => return Err(map_gif_error(e, limits)),
         };
@@ -807,17 +745,11 @@ fn render(
 
         if let (Some((x0, y0, x1, y1)), true) = (clip, area > 0) {
             let pixels = indices.output(area);
-            let passes: &[(u32, usize)] = if interlaced {
-                &INTERLACE_PASSES
-            } else {
-                &PROGRESSIVE
-            };
+            let passes: &[(u32, usize)] = if interlaced { &INTERLACE_PASSES } else { &PROGRESSIVE };
             let src_from = (x0 - u32::from(meta.left)) as usize;
             let src_len = (x1 - x0) as usize;
             // Rows are stored in stream order; the interlace passes map them to frame rows.
-            let frame_rows = passes
-                .iter()
-                .flat_map(|&(start, step)| (start..u32::from(meta.height)).step_by(step));
+            let frame_rows = passes.iter().flat_map(|&(start, step)| (start..u32::from(meta.height)).step_by(step));
             for (line, fy) in pixels.chunks_exact(fw).zip(frame_rows) {
                 let cy = u32::from(meta.top) + fy;
                 if cy < y0 || cy >= y1 {
@@ -941,10 +873,7 @@ mod lzw {
 
     impl Decoder {
         pub(super) fn new() -> Self {
-            Self {
-                start: Box::new([0; MAX_CODES]),
-                len: Box::new([0; MAX_CODES]),
-            }
+            Self { start: Box::new([0; MAX_CODES]), len: Box::new([0; MAX_CODES]) }
         }
 
         /// Decodes `data` (the concatenated sub-blocks of one frame) until `pixels` indices
@@ -963,10 +892,7 @@ mod lzw {
             let out_end = PREAMBLE + pixels;
             if buf.len() < out_end + SLACK {
                 // Sized by the caller from the scan; cannot happen.
-                return Err(Error::Short {
-                    decoded: 0,
-                    expected: pixels,
-                });
+                return Err(Error::Short { decoded: 0, expected: pixels });
             }
             let start = &mut *self.start;
             let lens = &mut *self.len;
@@ -1075,14 +1001,7 @@ mod lzw {
                     mask = (1usize << width) - 1;
                 }
             }
-            if pos >= out_end {
-                Ok(())
-            } else {
-                Err(Error::Short {
-                    decoded: pos - PREAMBLE,
-                    expected: pixels,
-                })
-            }
+            if pos >= out_end { Ok(()) } else { Err(Error::Short { decoded: pos - PREAMBLE, expected: pixels }) }
         }
     }
 }
@@ -1094,15 +1013,10 @@ mod tests {
     use std::path::PathBuf;
 
     fn testdata(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/gifs")
-            .join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/gifs").join(name)
     }
 
-    const SPEC: SampleSpec = SampleSpec {
-        frames: 8,
-        size: 224,
-    };
+    const SPEC: SampleSpec = SampleSpec { frames: 8, size: 224 };
 
     // ---- manifest ---------------------------------------------------------------------------
 
@@ -1124,15 +1038,11 @@ mod tests {
         for e in &entries {
             let bytes = std::fs::read(testdata(&e.file)).expect(&e.file);
             for k in [1usize, 4, 8] {
-                let spec = SampleSpec {
-                    frames: k,
-                    size: 64,
-                };
+                let spec = SampleSpec { frames: k, size: 64 };
                 let got = decode_and_sample(&bytes, spec, &limits);
                 match e.kind.as_str() {
                     "valid" => {
-                        let s =
-                            got.unwrap_or_else(|err| panic!("{}: expected Ok, got {err}", e.file));
+                        let s = got.unwrap_or_else(|err| panic!("{}: expected Ok, got {err}", e.file));
                         if let Some(n) = e.frames {
                             assert_eq!(s.total_frames, n, "{}", e.file);
                         }
@@ -1185,11 +1095,7 @@ mod tests {
             ("chelsea_static.gif", 0),
         ] {
             let bytes = std::fs::read(testdata(file)).unwrap();
-            assert_eq!(
-                scan(&bytes, &limits).unwrap().local_palette_frames,
-                local,
-                "{file}"
-            );
+            assert_eq!(scan(&bytes, &limits).unwrap().local_palette_frames, local, "{file}");
         }
     }
 
@@ -1208,24 +1114,10 @@ mod tests {
         ] {
             let bytes = std::fs::read(testdata(file)).unwrap();
             let stem = file.trim_end_matches(".gif");
-            let reference =
-                std::fs::read(testdata(&format!("pillow_ref/{stem}.k8_s32.rgb"))).unwrap();
-            let s = decode_and_sample(
-                &bytes,
-                SampleSpec {
-                    frames: 8,
-                    size: 32,
-                },
-                &limits,
-            )
-            .unwrap();
+            let reference = std::fs::read(testdata(&format!("pillow_ref/{stem}.k8_s32.rgb"))).unwrap();
+            let s = decode_and_sample(&bytes, SampleSpec { frames: 8, size: 32 }, &limits).unwrap();
             assert_eq!(s.rgb.len(), reference.len(), "{file}");
-            let diffs: Vec<u8> = s
-                .rgb
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| a.abs_diff(*b))
-                .collect();
+            let diffs: Vec<u8> = s.rgb.iter().zip(&reference).map(|(a, b)| a.abs_diff(*b)).collect();
             let max = diffs.iter().copied().max().unwrap_or(0);
             let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
             assert!(max <= 3 && mean < 0.5, "{file}: max {max}, mean {mean:.3}");
@@ -1235,10 +1127,7 @@ mod tests {
     #[test]
     fn determinism_same_bytes_same_output() {
         let limits = DecodeLimits::default();
-        for name in [
-            "chelsea_480x270_24f_O3.gif",
-            "chelsea_200x200_8f_interlaced.gif",
-        ] {
+        for name in ["chelsea_480x270_24f_O3.gif", "chelsea_200x200_8f_interlaced.gif"] {
             let bytes = std::fs::read(testdata(name)).unwrap();
             let a = decode_and_sample(&bytes, SPEC, &limits).unwrap();
             let b = decode_and_sample(&bytes, SPEC, &limits).unwrap();
@@ -1279,9 +1168,7 @@ mod tests {
 
     /// All frames' raw indices in stream order via our decoder.
     fn our_indices(bytes: &[u8]) -> Vec<Result<Vec<u8>, ()>> {
-        let mut d = decode_options(&DecodeLimits::default(), true)
-            .read_info(bytes)
-            .unwrap();
+        let mut d = decode_options(&DecodeLimits::default(), true).read_info(bytes).unwrap();
         let mut lzw = lzw::Decoder::new();
         let mut out = Vec::new();
         loop {
@@ -1405,12 +1292,7 @@ mod tests {
                 let run = 1 + (rand() % if round % 3 == 0 { 200 } else { 4 }) as usize;
                 px.extend(std::iter::repeat_n(c, run.min(n - px.len())));
             }
-            let mut frame = gif::Frame {
-                width: w,
-                height: h,
-                buffer: Cow::Owned(px.clone()),
-                ..gif::Frame::default()
-            };
+            let mut frame = gif::Frame { width: w, height: h, buffer: Cow::Owned(px.clone()), ..gif::Frame::default() };
             frame.make_lzw_pre_encoded();
             let mut lzw_bytes = frame.buffer.to_vec();
             // The encoder derives the code size (2..=8) from the largest index used.
@@ -1438,14 +1320,8 @@ mod tests {
             let data = &lzw_bytes[1..];
             let textbook = textbook_lzw(min_code, data, n);
             let mut fb = lzw::FrameBuffer::new(n);
-            let ours = lzw
-                .decode(min_code, data, &mut fb, n)
-                .map(|()| fb.output(n).to_vec())
-                .map_err(|_| ());
-            assert_eq!(
-                textbook, ours,
-                "round {round}, min code {min_code}, {w}x{h}, data {lzw_bytes:?}"
-            );
+            let ours = lzw.decode(min_code, data, &mut fb, n).map(|()| fb.output(n).to_vec()).map_err(|_| ());
+            assert_eq!(textbook, ours, "round {round}, min code {min_code}, {w}x{h}, data {lzw_bytes:?}");
             if round % 4 == 0 {
                 assert_eq!(ours.as_deref(), Ok(&px[..]), "round {round}: round trip");
             }
@@ -1454,12 +1330,7 @@ mod tests {
             let mut file = Vec::new();
             {
                 let mut enc = gif::Encoder::new(&mut file, w, h, &[0u8; 768]).unwrap();
-                let f = gif::Frame {
-                    width: w,
-                    height: h,
-                    buffer: Cow::Borrowed(&lzw_bytes),
-                    ..gif::Frame::default()
-                };
+                let f = gif::Frame { width: w, height: h, buffer: Cow::Borrowed(&lzw_bytes), ..gif::Frame::default() };
                 enc.write_lzw_pre_encoded_frame(&f).unwrap();
             }
             match (reference_indices(&file).first(), &ours) {
@@ -1474,26 +1345,16 @@ mod tests {
                 invalid += 1;
             }
         }
-        eprintln!(
-            "random LZW streams: {valid} decoded, {invalid} rejected, gif crate stricter: {gif_stricter}"
-        );
-        assert!(
-            valid > 1000 && invalid > 1000,
-            "valid {valid} invalid {invalid}"
-        );
-        assert!(
-            gif_stricter < 40,
-            "gif crate stricter in {gif_stricter} cases"
-        );
+        eprintln!("random LZW streams: {valid} decoded, {invalid} rejected, gif crate stricter: {gif_stricter}");
+        assert!(valid > 1000 && invalid > 1000, "valid {valid} invalid {invalid}");
+        assert!(gif_stricter < 40, "gif crate stricter in {gif_stricter} cases");
     }
 
     // ---- hand-built GIFs --------------------------------------------------------------------
 
     /// Palette: 0 black, 1 red, 2 green, 3 blue, 4 white, 5 yellow, 6 magenta, 7 cyan.
-    const PAL: [u8; 24] = [
-        0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 255, 0, 255, 0, 255,
-        255,
-    ];
+    const PAL: [u8; 24] =
+        [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 255, 0, 255, 0, 255, 255];
     const BLACK: [u8; 3] = [0, 0, 0];
     const RED: [u8; 3] = [255, 0, 0];
     const GREEN: [u8; 3] = [0, 255, 0];
@@ -1558,12 +1419,7 @@ mod tests {
     fn disposal_gif(dispose: DisposalMethod) -> Vec<u8> {
         let mut g = f((1, 1, 2, 2), 2);
         g.dispose = dispose;
-        encode(
-            4,
-            4,
-            Some(&PAL),
-            &[f((0, 0, 4, 4), 1), g, f((0, 0, 1, 1), 3)],
-        )
+        encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 1), g, f((0, 0, 1, 1), 3)])
     }
 
     #[test]
@@ -1657,12 +1513,7 @@ mod tests {
         let mut local = f((0, 0, 2, 1), 0);
         local.px = vec![0, 1];
         local.palette = Some(vec![10, 20, 30, 40, 50, 60]);
-        let bytes = encode(
-            2,
-            1,
-            Some(&PAL),
-            &[f((0, 0, 2, 1), 1), local, f((0, 0, 1, 1), 2)],
-        );
+        let bytes = encode(2, 1, Some(&PAL), &[f((0, 0, 2, 1), 1), local, f((0, 0, 1, 1), 2)]);
         let c = canvas(&bytes, 1);
         assert_eq!(px(&c, 0, 0), [10, 20, 30]);
         assert_eq!(px(&c, 1, 0), [40, 50, 60]);
@@ -1691,10 +1542,8 @@ mod tests {
         // 1x10 image, row y has palette index y % 8. Data must be written in interlace order.
         let h = 10u16;
         let rows: Vec<u8> = (0..h).map(|y| (y % 8) as u8).collect();
-        let order: Vec<usize> = INTERLACE_PASSES
-            .iter()
-            .flat_map(|&(s, step)| (s as usize..h as usize).step_by(step))
-            .collect();
+        let order: Vec<usize> =
+            INTERLACE_PASSES.iter().flat_map(|&(s, step)| (s as usize..h as usize).step_by(step)).collect();
         assert_eq!(order, [0, 8, 4, 2, 6, 1, 3, 5, 7, 9]);
         let mut fr = f((0, 0, 1, h), 0);
         fr.px = order.iter().map(|&y| rows[y]).collect();
@@ -1719,12 +1568,7 @@ mod tests {
         assert_eq!(px(&c, 2, 3), GREEN);
         assert_eq!(px(&c, 3, 3), BLUE);
         assert_eq!(px(&c, 1, 1), WHITE);
-        let s = decode_and_sample(
-            &bytes,
-            SampleSpec { frames: 2, size: 8 },
-            &DecodeLimits::default(),
-        )
-        .unwrap();
+        let s = decode_and_sample(&bytes, SampleSpec { frames: 2, size: 8 }, &DecodeLimits::default()).unwrap();
         assert_eq!(s.count, 2);
     }
 
@@ -1732,10 +1576,7 @@ mod tests {
     fn entirely_offscreen_frame_is_rejected() {
         let bytes = encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 1), f((4, 0, 2, 2), 2)]);
         let err = decode_and_sample(&bytes, SPEC, &DecodeLimits::default()).unwrap_err();
-        assert!(
-            matches!(err, DecodeError::FrameOutOfBounds { frame: 1, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, DecodeError::FrameOutOfBounds { frame: 1, .. }), "{err}");
         assert_eq!(err.reason(), "frame_out_of_bounds");
     }
 
@@ -1755,12 +1596,7 @@ mod tests {
 
     #[test]
     fn zero_area_frame_paints_nothing() {
-        let bytes = encode(
-            2,
-            2,
-            Some(&PAL),
-            &[f((0, 0, 2, 2), 1), f((1, 1, 0, 0), 0), f((0, 0, 1, 1), 2)],
-        );
+        let bytes = encode(2, 2, Some(&PAL), &[f((0, 0, 2, 2), 1), f((1, 1, 0, 0), 0), f((0, 0, 1, 1), 2)]);
         assert_eq!(px(&canvas(&bytes, 1), 1, 1), RED);
         assert_eq!(px(&canvas(&bytes, 2), 0, 0), GREEN);
         let s = decode_and_sample(&bytes, SPEC, &DecodeLimits::default()).unwrap();
@@ -1777,11 +1613,7 @@ mod tests {
                 frames.push(f((0, 0, 6, 6), 1 + i % 3));
             } else {
                 let mut s = f((u16::from(i % 5), u16::from(i % 4), 2, 2), 4);
-                s.dispose = if i % 3 == 0 {
-                    DisposalMethod::Previous
-                } else {
-                    DisposalMethod::Keep
-                };
+                s.dispose = if i % 3 == 0 { DisposalMethod::Previous } else { DisposalMethod::Keep };
                 s.transparent = Some(0);
                 s.px[0] = 0;
                 frames.push(s);
@@ -1819,10 +1651,7 @@ mod tests {
         assert_eq!(sample_indices(8, 8), (0..8).collect::<Vec<_>>());
         assert_eq!(sample_indices(3, 8), [0, 1, 2]);
         assert_eq!(sample_indices(1, 1), [0]);
-        assert_eq!(
-            sample_indices(783, 8),
-            [48, 146, 244, 342, 440, 538, 636, 734]
-        );
+        assert_eq!(sample_indices(783, 8), [48, 146, 244, 342, 440, 538, 636, 734]);
         for n in 1..200 {
             for k in 1..20 {
                 let s = sample_indices(n, k);
@@ -1838,21 +1667,11 @@ mod tests {
         // 60x20 screen: red | green | blue thirds. Shorter side 20 -> 10 px, centre crop: the
         // output is the green third; only the outermost columns see a little of the filter's
         // support beyond the crop box, red on the left and, symmetrically, blue on the right.
-        let px: Vec<u8> = (0..20)
-            .flat_map(|_| (0..60u8).map(|x| 1 + x / 20))
-            .collect();
+        let px: Vec<u8> = (0..20).flat_map(|_| (0..60u8).map(|x| 1 + x / 20)).collect();
         let mut fr = f((0, 0, 60, 20), 0);
         fr.px = px;
         let bytes = encode(60, 20, Some(&PAL), &[fr]);
-        let s = decode_and_sample(
-            &bytes,
-            SampleSpec {
-                frames: 4,
-                size: 10,
-            },
-            &DecodeLimits::default(),
-        )
-        .unwrap();
+        let s = decode_and_sample(&bytes, SampleSpec { frames: 4, size: 10 }, &DecodeLimits::default()).unwrap();
         assert_eq!((s.count, s.total_frames, s.width, s.height), (1, 1, 60, 20));
         let at = |x: usize, y: usize| &s.rgb[(y * 10 + x) * 3..(y * 10 + x) * 3 + 3];
         for y in 0..10 {
@@ -1881,64 +1700,21 @@ mod tests {
         // 37 = header with its 8-colour table, 45 = after the first graphic control extension:
         // clean ends before any image are "no frames", every other cut is "truncated".
         for cut in 6..good.len() {
-            let want = if cut == 37 || cut == 45 {
-                "no_frames"
-            } else {
-                "truncated"
-            };
+            let want = if cut == 37 || cut == 45 { "no_frames" } else { "truncated" };
             assert_eq!(r(&good[..cut]), want, "cut at {cut}");
         }
         // Limits.
-        let tiny = DecodeLimits {
-            max_frames: 1,
-            ..DecodeLimits::default()
-        };
+        let tiny = DecodeLimits { max_frames: 1, ..DecodeLimits::default() };
         let e = decode_and_sample(&good, SPEC, &tiny).unwrap_err();
-        assert!(
-            matches!(e, DecodeError::TooLarge { what: "frames", .. }),
-            "{e}"
-        );
-        let tiny = DecodeLimits {
-            max_decoded_pixels: 31,
-            ..DecodeLimits::default()
-        };
+        assert!(matches!(e, DecodeError::TooLarge { what: "frames", .. }), "{e}");
+        let tiny = DecodeLimits { max_decoded_pixels: 31, ..DecodeLimits::default() };
         let e = decode_and_sample(&good, SPEC, &tiny).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DecodeError::TooLarge {
-                    what: "decoded_pixels",
-                    value: 32,
-                    limit: 31
-                }
-            ),
-            "{e}"
-        );
-        let tiny = DecodeLimits {
-            max_canvas_pixels: 15,
-            ..DecodeLimits::default()
-        };
+        assert!(matches!(e, DecodeError::TooLarge { what: "decoded_pixels", value: 32, limit: 31 }), "{e}");
+        let tiny = DecodeLimits { max_canvas_pixels: 15, ..DecodeLimits::default() };
         let e = decode_and_sample(&good, SPEC, &tiny).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DecodeError::TooLarge {
-                    what: "canvas_pixels",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, DecodeError::TooLarge { what: "canvas_pixels", .. }), "{e}");
         // Bad spec.
-        let e = decode_and_sample(
-            &good,
-            SampleSpec {
-                frames: 0,
-                size: 224,
-            },
-            &l,
-        )
-        .unwrap_err();
+        let e = decode_and_sample(&good, SampleSpec { frames: 0, size: 224 }, &l).unwrap_err();
         assert!(matches!(e, DecodeError::InvalidSpec(_)), "{e}");
         assert_eq!(e.reason(), "decode_failed");
         let e = decode_and_sample(&good, SampleSpec { frames: 1, size: 0 }, &l).unwrap_err();
@@ -1981,13 +1757,7 @@ mod tests {
     #[test]
     fn limits_serde_defaults_and_unknown_fields() {
         let l: DecodeLimits = serde_json::from_str(r#"{"max_frames": 10}"#).unwrap();
-        assert_eq!(
-            l,
-            DecodeLimits {
-                max_frames: 10,
-                ..DecodeLimits::default()
-            }
-        );
+        assert_eq!(l, DecodeLimits { max_frames: 10, ..DecodeLimits::default() });
         assert!(serde_json::from_str::<DecodeLimits>(r#"{"max_frame": 10}"#).is_err());
     }
 
@@ -1999,12 +1769,7 @@ mod tests {
         sub.dispose = DisposalMethod::Previous;
         sub.palette = Some(PAL.to_vec());
         sub.interlaced = true;
-        let base = encode(
-            5,
-            5,
-            Some(&PAL),
-            &[f((0, 0, 5, 5), 1), sub, f((3, 3, 4, 4), 2)],
-        );
+        let base = encode(5, 5, Some(&PAL), &[f((0, 0, 5, 5), 1), sub, f((3, 3, 4, 4), 2)]);
         let limits = DecodeLimits {
             max_canvas_pixels: 1 << 20,
             max_frames: 50,

@@ -18,9 +18,9 @@ pub mod codec;
 
 pub use codec::{DecodeError, DecodeLimits, SampleSpec, SampledFrames, decode_and_sample};
 
+use super::Outcome;
 use super::batch::Decoded;
 use super::fetch::Fetched;
-use super::Outcome;
 use crate::contract::Stage;
 use crate::telemetry;
 
@@ -65,19 +65,30 @@ impl DecodeStage {
                     }
                     Ok(Ok(Err(e))) => {
                         warn!(%gif_id, reason = e.reason(), error = %e, "undecodable GIF");
-                        let _ = outcomes.send(Outcome::failed(job.ticket, Stage::Decode, e.reason(), e.to_string())).await;
+                        let _ =
+                            outcomes.send(Outcome::failed(job.ticket, Stage::Decode, e.reason(), e.to_string())).await;
                     }
                     Ok(Err(join)) => {
                         // A panic in the decoder is a bug, but one bad file must not stop the worker.
                         warn!(%gif_id, error = %join, "decoder panicked");
                         let _ = outcomes
-                            .send(Outcome::failed(job.ticket, Stage::Decode, "decode_failed", format!("decoder panicked: {join}")))
+                            .send(Outcome::failed(
+                                job.ticket,
+                                Stage::Decode,
+                                "decode_failed",
+                                format!("decoder panicked: {join}"),
+                            ))
                             .await;
                     }
                     Err(_) => {
                         warn!(%gif_id, ?timeout, "decode timed out");
                         let _ = outcomes
-                            .send(Outcome::failed(job.ticket, Stage::Decode, "timeout", format!("decode took longer than {timeout:?}")))
+                            .send(Outcome::failed(
+                                job.ticket,
+                                Stage::Decode,
+                                "timeout",
+                                format!("decode took longer than {timeout:?}"),
+                            ))
                             .await;
                     }
                 }
