@@ -58,40 +58,28 @@ impl DecodeStage {
                 metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")
                     .record(started.elapsed().as_secs_f64());
                 let gif_id = job.upload.event.gif_id.clone();
-                match result {
+                // Every failure becomes one dead letter: (reason, detail).
+                let (reason, detail) = match result {
                     Ok(Ok(Ok(frames))) => {
                         debug!(%gif_id, frames = frames.count, total = frames.total_frames, "decoded");
                         let _ = decoded.send(Decoded { job, frames }).await;
+                        return;
                     }
                     Ok(Ok(Err(e))) => {
                         warn!(%gif_id, reason = e.reason(), error = %e, "undecodable GIF");
-                        let _ =
-                            outcomes.send(Outcome::failed(job.ticket, Stage::Decode, e.reason(), e.to_string())).await;
+                        (e.reason(), e.to_string())
                     }
                     Ok(Err(join)) => {
                         // A panic in the decoder is a bug, but one bad file must not stop the worker.
                         warn!(%gif_id, error = %join, "decoder panicked");
-                        let _ = outcomes
-                            .send(Outcome::failed(
-                                job.ticket,
-                                Stage::Decode,
-                                "decode_failed",
-                                format!("decoder panicked: {join}"),
-                            ))
-                            .await;
+                        ("decode_failed", format!("decoder panicked: {join}"))
                     }
                     Err(_) => {
                         warn!(%gif_id, ?timeout, "decode timed out");
-                        let _ = outcomes
-                            .send(Outcome::failed(
-                                job.ticket,
-                                Stage::Decode,
-                                "timeout",
-                                format!("decode took longer than {timeout:?}"),
-                            ))
-                            .await;
+                        ("timeout", format!("decode took longer than {timeout:?}"))
                     }
-                }
+                };
+                let _ = outcomes.send(Outcome::failed(job.ticket, Stage::Decode, reason, detail)).await;
             });
             while tasks.try_join_next().is_some() {}
         }
