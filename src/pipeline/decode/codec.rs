@@ -1297,13 +1297,7 @@ mod tests {
 
     #[test]
     fn lzw_matches_textbook_and_gif_crate_on_random_streams() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut valid, mut invalid, mut gif_stricter) = (0, 0, 0);
         let mut lzw = lzw::Decoder::new();
         for round in 0..4000 {
@@ -1493,17 +1487,21 @@ mod tests {
         assert_eq!(px(&c, 1, 1), BLACK);
     }
 
-    #[test]
-    fn composite_row_matches_per_pixel_select() {
-        // The 8-pixel fast paths (all transparent, none, mixed) and the remainder must paint
-        // exactly what the plain per-pixel rule paints, for every width and run pattern.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move || {
+    /// A small deterministic generator for the randomised tests (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state
-        };
+        }
+    }
+
+    #[test]
+    fn composite_row_matches_per_pixel_select() {
+        // The 8-pixel fast paths (all transparent, none, mixed) and the remainder must paint
+        // exactly what the plain per-pixel rule paints, for every width and run pattern.
+        let mut rand = xorshift(0x1234_5678_9abc_def1);
         let mut lut = [[0u8; 3]; 256];
         for (i, e) in lut.iter_mut().enumerate() {
             *e = [i as u8, (i as u8).wrapping_mul(7), 255 - i as u8];
@@ -1843,11 +1841,9 @@ mod tests {
             ..DecodeLimits::default()
         };
         let spec = SampleSpec { frames: 4, size: 8 };
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = rand();
             let mut m = base.clone();
             let flips = 1 + (state % 4) as usize;
             for k in 0..flips {
