@@ -1513,7 +1513,7 @@ mod tests {
             while src.len() < width {
                 // Runs of transparent or opaque pixels, short or long.
                 let run = 1 + (rand() % if round % 2 == 0 { 3 } else { 20 }) as usize;
-                let transparent = rand() % 2 == 0;
+                let transparent = rand() & 1 == 0;
                 for _ in 0..run.min(width - src.len()) {
                     src.push(if transparent { t } else { (rand() % 256) as u8 });
                 }
