@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
 
-use crate::config::{Config, DeviceChoice, ModelConfig, PrecisionChoice};
+use crate::config::{Config, DeviceChoice, ModelConfig};
 use crate::pipeline::decode::{DecodeLimits, SampleSpec, decode_and_sample};
 use crate::pipeline::infer::{self, Backend, Precision};
 
@@ -643,19 +643,16 @@ pub fn model_bench(opts: &ModelBenchOptions) -> anyhow::Result<Value> {
     let precisions: Vec<Precision> = if opts.precisions.is_empty() {
         vec![Precision::Fp32, if cuda { Precision::Fp16 } else { Precision::Bf16 }]
     } else {
-        let mut p = opts.precisions.clone();
-        p.dedup();
+        // Each precision once, in the order given.
+        let mut p: Vec<Precision> = Vec::new();
+        for &x in &opts.precisions {
+            if !p.contains(&x) {
+                p.push(x);
+            }
+        }
         p
     };
-    let load = |p: Precision| {
-        let mut c = model_cfg.clone();
-        c.precision = match p {
-            Precision::Fp32 => PrecisionChoice::Fp32,
-            Precision::Fp16 => PrecisionChoice::Fp16,
-            Precision::Bf16 => PrecisionChoice::Bf16,
-        };
-        infer::load_torch(&c)
-    };
+    let load = |p: Precision| infer::load_torch(&ModelConfig { precision: p.into(), ..model_cfg.clone() });
     let t = Instant::now();
     let (backend, info) = load(precisions[0]).context("loading the model")?;
     let load_s = t.elapsed().as_secs_f64();

@@ -130,6 +130,17 @@ impl Precision {
     }
 }
 
+impl From<Precision> for PrecisionChoice {
+    /// The configuration value that asks for exactly this precision.
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Fp32 => PrecisionChoice::Fp32,
+            Precision::Fp16 => PrecisionChoice::Fp16,
+            Precision::Bf16 => PrecisionChoice::Bf16,
+        }
+    }
+}
+
 /// Whether this CPU computes bfloat16 natively (AVX512-BF16; AMX CPUs have it
 /// too). oneDNN then runs this model ~1.75x faster in bf16 than in fp32;
 /// without it, bf16 is emulated and slower than fp32.
