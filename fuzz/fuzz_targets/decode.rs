@@ -2,11 +2,7 @@
 //! what it returns must be consistent.
 #![no_main]
 
-#[path = "../../src/pipeline/decode/codec.rs"]
-#[allow(dead_code)]
-mod decode;
-
-use decode::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
+use gifcodec::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
 use libfuzzer_sys::fuzz_target;
 
 const SIZE: u32 = 32;

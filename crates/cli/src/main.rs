@@ -1,0 +1,125 @@
+//! The `autotag` command line: one front for every service and tool. It holds no logic of its
+//! own; each command lives in its service's crate. Torch-free tools also ship as their own
+//! binaries (`autotag-ops`), which need no libtorch.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use autotag_infra::config::{self, ConfigError};
+use autotag_ops::{OpsCommand, OpsConfig};
+use autotag_worker::WorkerConfig;
+use clap::{Parser, Subcommand};
+
+/// Streaming GIF auto-tagging.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Every key can be overridden by an environment variable
+    /// AUTOTAG__SECTION__KEY.
+    #[arg(long, short, global = true, env = "AUTOTAG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume upload events, tag their GIFs, publish suggestions.
+    Worker,
+    #[command(flatten)]
+    Ops(OpsCommand),
+    /// Print the effective configuration of every section (file + environment) as TOML.
+    Config,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    autotag_infra::telemetry::init_logging();
+    let path = cli.config.as_deref();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = match cli.command {
+        Command::Worker => {
+            let cfg: WorkerConfig = config::load(path).context("loading configuration")?;
+            rt.block_on(autotag_worker::run(cfg, autotag_infra::shutdown::signal()))
+        }
+        Command::Ops(cmd) => {
+            let cfg: OpsConfig = config::load(path).context("loading configuration")?;
+            match rt.block_on(autotag_ops::run(&cfg, cmd)) {
+                Ok(true) => Ok(()),
+                Ok(false) => std::process::exit(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&effective_config(path)?)?);
+            Ok(())
+        }
+    };
+    // Don't wait for abandoned blocking work (a decode past the shutdown
+    // deadline): its records were not committed and will be redone.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+/// Every service's effective configuration, merged into one tree (shared sections once).
+fn effective_config(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
+    let mut all = config::to_table(&config::load::<WorkerConfig>(path)?)?;
+    for (section, value) in config::to_table(&config::load::<OpsConfig>(path)?)? {
+        all.entry(section).or_insert(value);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// Every key `autotag config` prints has a row in the README's configuration table: a row
+    /// whose first column is the key's section and whose second column names the key (rows may
+    /// group keys as `a / b`; `*any librdkafka key*` covers a pass-through map).
+    #[test]
+    fn readme_configuration_table_lists_every_key() {
+        let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+        let rows: Vec<(Vec<String>, Vec<String>)> = readme
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.matches('|').count() >= 4)
+            .map(|l| {
+                let cols: Vec<&str> = l.split('|').map(str::trim).collect();
+                let sections = cols[1].split(',').map(|s| s.trim().to_owned()).collect();
+                let keys = cols[2].split('/').map(|k| k.trim().to_owned()).collect();
+                (sections, keys)
+            })
+            .collect();
+        let cfg = effective_config(Some(&repo().join("config/default.toml"))).expect("config loads");
+        let mut missing = Vec::new();
+        let mut keys = Vec::new();
+        flatten("", &cfg, &mut keys);
+        for (section, key) in keys {
+            let found = rows.iter().any(|(sections, ks)| {
+                sections.contains(&section) && (ks.contains(&key) || ks.iter().any(|k| k == "*any librdkafka key*"))
+            });
+            if !found {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+        assert!(missing.is_empty(), "keys printed by `autotag config` but not in the README table: {missing:?}");
+    }
+
+    /// (section path, key) of every leaf.
+    fn flatten(prefix: &str, t: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in t {
+            match v {
+                toml::Value::Table(sub) => {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    flatten(&p, sub, out);
+                }
+                _ => out.push((prefix.to_owned(), k.clone())),
+            }
+        }
+    }
+}

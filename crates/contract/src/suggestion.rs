@@ -1,0 +1,85 @@
+//! The suggestion (topic `gif-tag-suggestions`, key `gif_id`; `schemas/suggestion.schema.json`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{SCHEMA_VERSION, UploadEvent, ids, now_rfc3339};
+
+/// Model identity inside a suggestion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+}
+
+/// One suggested tag with its score in `[0, 1]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagScore {
+    pub tag: String,
+    pub score: f32,
+}
+
+/// Where an upload came from: a live upload, or a replay of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Live,
+    Backfill,
+}
+
+/// Tag suggestions for one GIF (topic `gif-tag-suggestions`, key `gif_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub schema_version: u32,
+    /// Deterministic: the same upload event and model give the same id, so a
+    /// duplicate emitted after a crash is recognisable as such.
+    pub event_id: String,
+    pub upload_event_id: String,
+    pub gif_id: String,
+    pub model: ModelRef,
+    /// Highest score first.
+    pub tags: Vec<TagScore>,
+    pub frames_sampled: usize,
+    pub source: Source,
+    /// RFC 3339, when the suggestion was rendered.
+    pub produced_at: String,
+}
+
+impl Suggestion {
+    /// The suggestion answering `upload`; `event_id` is the uuid v5 of (upload event, model).
+    pub fn new(
+        upload: &UploadEvent,
+        model: ModelRef,
+        tags: Vec<TagScore>,
+        frames_sampled: usize,
+        source: Source,
+    ) -> Self {
+        let name = format!("suggestion:{}:{}:{}", upload.event_id, model.name, model.version);
+        Self {
+            schema_version: SCHEMA_VERSION,
+            event_id: ids::deterministic_id(&name),
+            upload_event_id: upload.event_id.clone(),
+            gif_id: upload.gif_id.clone(),
+            model,
+            tags,
+            frames_sampled,
+            source,
+            produced_at: now_rfc3339(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_upload;
+
+    #[test]
+    fn ids_are_deterministic() {
+        let payload = br#"{"schema_version":1,"event_id":"e1","gif_id":"g1","s3_uri":"s3://b/k","uploaded_at":"2026-11-22T10:00:00Z"}"#;
+        let v = parse_upload(Some(payload)).unwrap();
+        let m = ModelRef { name: "m".into(), version: "1".into() };
+        let a = Suggestion::new(&v.event, m.clone(), vec![], 1, Source::Live);
+        let b = Suggestion::new(&v.event, m, vec![], 1, Source::Live);
+        assert_eq!(a.event_id, b.event_id);
+    }
+}

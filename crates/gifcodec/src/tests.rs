@@ -1,0 +1,817 @@
+use super::*;
+use crate::render::*;
+use crate::scan::*;
+use gif::{ColorOutput, DecodeOptions, DisposalMethod};
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/gifs").join(name)
+}
+
+const SPEC: SampleSpec = SampleSpec { frames: 8, size: 224 };
+
+// ---- manifest ---------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+struct Entry {
+    file: String,
+    kind: String,
+    frames: Option<usize>,
+    size: Option<[u32; 2]>,
+    reason: Option<String>,
+}
+
+#[test]
+fn manifest_files_behave_as_specified() {
+    let text = std::fs::read_to_string(testdata("manifest.json")).expect("manifest.json");
+    let entries: Vec<Entry> = serde_json::from_str(&text).expect("manifest parses");
+    assert!(!entries.is_empty());
+    let limits = DecodeLimits::default();
+    for e in &entries {
+        let bytes = std::fs::read(testdata(&e.file)).expect(&e.file);
+        for k in [1usize, 4, 8] {
+            let spec = SampleSpec { frames: k, size: 64 };
+            let got = decode_and_sample(&bytes, spec, &limits);
+            match e.kind.as_str() {
+                "valid" => {
+                    let s = got.unwrap_or_else(|err| panic!("{}: expected Ok, got {err}", e.file));
+                    if let Some(n) = e.frames {
+                        assert_eq!(s.total_frames, n, "{}", e.file);
+                    }
+                    if let Some([w, h]) = e.size {
+                        assert_eq!((s.width, s.height), (w, h), "{}", e.file);
+                    }
+                    assert_eq!(s.count, k.min(s.total_frames), "{}", e.file);
+                    assert_eq!(s.rgb.len(), s.count * 64 * 64 * 3, "{}", e.file);
+                    // Real photos/recordings are not all black.
+                    assert!(s.rgb.iter().any(|&b| b != 0), "{}", e.file);
+                }
+                "invalid" => {
+                    let err = got.expect_err(&e.file);
+                    let want = e.reason.as_deref().expect("invalid entries carry a reason");
+                    assert_eq!(err.reason(), want, "{}: {err}", e.file);
+                }
+                other => panic!("unknown kind {other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn real_recording_783_frames_passes_and_bomb_fails_on_frame_count() {
+    let limits = DecodeLimits::default();
+    let rec = std::fs::read(testdata("real_terminal_recording_783f.gif")).unwrap();
+    let s = decode_and_sample(&rec, SPEC, &limits).unwrap();
+    assert_eq!((s.total_frames, s.count), (783, 8));
+    let bomb = std::fs::read(testdata("bomb_many_frames.gif")).unwrap();
+    match decode_and_sample(&bomb, SPEC, &limits).unwrap_err() {
+        DecodeError::TooLarge { what, .. } => {
+            assert!(what == "frames" || what == "decoded_pixels", "{what}")
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn corpus_local_palette_usage() {
+    // Local colour tables are exercised by real files, not only by the hand-built ones.
+    let limits = DecodeLimits::default();
+    for (file, local) in [
+        ("chelsea_200x200_8f_interlaced.gif", 7),
+        ("coffee_200x200_8f_interlaced.gif", 7),
+        ("rocket_200x200_8f_interlaced.gif", 7),
+        ("coffee_480x270_16f.gif", 15),
+        ("real_terminal_recording_783f.gif", 1),
+        ("chelsea_480x270_24f_O3.gif", 0),
+        ("chelsea_moving_patch_30f_O3.gif", 0),
+        ("chelsea_static.gif", 0),
+    ] {
+        let bytes = std::fs::read(testdata(file)).unwrap();
+        assert_eq!(scan(&bytes, &limits).unwrap().local_palette_frames, local, "{file}");
+    }
+}
+
+#[test]
+fn matches_pillow_reference_within_rounding() {
+    // testdata/gifs/pillow_ref/*.k8_s32.rgb: Pillow 13 (seek, convert("RGB"), BILINEAR resize
+    // of the centred square) with the same sample indices; see testdata/gifs/README.md.
+    // Pillow composites independently of this module (disposal, transparency, local
+    // palettes), so agreement within rounding validates compositing on real optimised GIFs.
+    let limits = DecodeLimits::default();
+    for file in [
+        "chelsea_480x270_24f_O3.gif",
+        "chelsea_moving_patch_30f_O3.gif",
+        "coffee_480x270_16f.gif",
+        "real_terminal_recording_783f.gif",
+    ] {
+        let bytes = std::fs::read(testdata(file)).unwrap();
+        let stem = file.trim_end_matches(".gif");
+        let reference = std::fs::read(testdata(&format!("pillow_ref/{stem}.k8_s32.rgb"))).unwrap();
+        let s = decode_and_sample(&bytes, SampleSpec { frames: 8, size: 32 }, &limits).unwrap();
+        assert_eq!(s.rgb.len(), reference.len(), "{file}");
+        let diffs: Vec<u8> = s.rgb.iter().zip(&reference).map(|(a, b)| a.abs_diff(*b)).collect();
+        let max = diffs.iter().copied().max().unwrap_or(0);
+        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+        assert!(max <= 3 && mean < 0.5, "{file}: max {max}, mean {mean:.3}");
+    }
+}
+
+#[test]
+fn determinism_same_bytes_same_output() {
+    let limits = DecodeLimits::default();
+    for name in ["chelsea_480x270_24f_O3.gif", "chelsea_200x200_8f_interlaced.gif"] {
+        let bytes = std::fs::read(testdata(name)).unwrap();
+        let a = decode_and_sample(&bytes, SPEC, &limits).unwrap();
+        let b = decode_and_sample(&bytes, SPEC, &limits).unwrap();
+        assert_eq!(a.rgb, b.rgb, "{name}");
+    }
+}
+
+// ---- LZW decoder vs the gif crate's (weezl) -----------------------------------------------
+
+/// All frames' raw indices in stream order (no de-interlacing), via the gif crate.
+fn reference_indices(bytes: &[u8]) -> Vec<Result<Vec<u8>, ()>> {
+    let mut o = DecodeOptions::new();
+    o.set_color_output(ColorOutput::Indexed);
+    o.set_memory_limit(MemoryLimit::Unlimited);
+    let mut d = o.read_info(bytes).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let f = match d.next_frame_info() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                out.push(Err(()));
+                break;
+            }
+        };
+        let n = usize::from(f.width) * usize::from(f.height);
+        let mut buf = vec![0u8; n];
+        match d.fill_buffer(&mut buf) {
+            Ok(true) => out.push(Ok(buf)),
+            Ok(false) | Err(_) => {
+                out.push(Err(()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// All frames' raw indices in stream order via our decoder.
+fn our_indices(bytes: &[u8]) -> Vec<Result<Vec<u8>, ()>> {
+    let mut d = decode_options(&DecodeLimits::default(), true).read_info(bytes).unwrap();
+    let mut lzw = lzw::Decoder::new();
+    let mut out = Vec::new();
+    loop {
+        // (The gif crate misparses a frame with zero data sub-blocks and runs off the end:
+        // count that as an error on both sides.)
+        let f = match d.read_next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                out.push(Err(()));
+                break;
+            }
+        };
+        let n = usize::from(f.width) * usize::from(f.height);
+        let mut fb = lzw::FrameBuffer::new(n);
+        let (&min, data) = f.buffer.split_first().unwrap();
+        match lzw.decode(min, data, &mut fb, n) {
+            Ok(()) => out.push(Ok(fb.output(n).to_vec())),
+            Err(_) => {
+                out.push(Err(()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn lzw_matches_gif_crate_on_corpus() {
+    let text = std::fs::read_to_string(testdata("manifest.json")).unwrap();
+    let entries: Vec<Entry> = serde_json::from_str(&text).unwrap();
+    for e in entries.iter().filter(|e| e.kind == "valid") {
+        let bytes = std::fs::read(testdata(&e.file)).unwrap();
+        let (want, got) = (reference_indices(&bytes), our_indices(&bytes));
+        assert_eq!(want.len(), got.len(), "{}", e.file);
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert!(w.is_ok(), "{} frame {i}", e.file);
+            assert!(w == g, "{} frame {i} differs", e.file);
+        }
+    }
+}
+
+/// Textbook GIF LZW (dictionary of byte strings), stopping once `n` pixels are produced.
+fn textbook_lzw(min: u8, data: &[u8], n: usize) -> Result<Vec<u8>, ()> {
+    let clear = 1usize << min;
+    let mut width = u32::from(min) + 1;
+    let mut dict: Vec<Vec<u8>> = Vec::new();
+    let reset = |dict: &mut Vec<Vec<u8>>| {
+        dict.clear();
+        dict.extend((0..clear + 2).map(|c| vec![c as u8]));
+    };
+    reset(&mut dict);
+    let mut prev: Option<Vec<u8>> = None;
+    let mut out = Vec::new();
+    let mut bit = 0usize;
+    while out.len() < n && bit + width as usize <= data.len() * 8 {
+        let mut code = 0usize;
+        for k in 0..width as usize {
+            let b = bit + k;
+            code |= usize::from((data[b / 8] >> (b % 8)) & 1) << k;
+        }
+        bit += width as usize;
+        if code == clear {
+            reset(&mut dict);
+            width = u32::from(min) + 1;
+            prev = None;
+            continue;
+        }
+        if code == clear + 1 {
+            break;
+        }
+        let s = if code < dict.len() && prev.is_some() || code < clear {
+            dict[code].clone()
+        } else if code == dict.len() && prev.is_some() {
+            let p = prev.clone().unwrap();
+            let mut s = p.clone();
+            s.push(p[0]);
+            s
+        } else {
+            return Err(());
+        };
+        if let Some(mut e) = prev.take()
+            && dict.len() < 4096
+        {
+            e.push(s[0]);
+            dict.push(e);
+        }
+        out.extend_from_slice(&s);
+        prev = Some(s);
+        if dict.len() == 1 << width && width < 12 {
+            width += 1;
+        }
+    }
+    if out.len() < n {
+        return Err(());
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+#[test]
+fn lzw_matches_textbook_and_gif_crate_on_random_streams() {
+    let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
+    let (mut valid, mut invalid, mut gif_stricter) = (0, 0, 0);
+    let mut lzw = lzw::Decoder::new();
+    for round in 0..4000 {
+        let w = 1 + (rand() % 70) as u16;
+        let h = 1 + (rand() % 70) as u16;
+        let n = usize::from(w) * usize::from(h);
+        let colours = 1u64 << (1 + rand() % 8); // 2..=256 colours: code sizes 2..=8
+        // Pixel data with runs, so that long strings and KwKwK codes occur.
+        let mut px = Vec::with_capacity(n);
+        while px.len() < n {
+            let c = (rand() % colours) as u8;
+            let run = 1 + (rand() % if round % 3 == 0 { 200 } else { 4 }) as usize;
+            px.extend(std::iter::repeat_n(c, run.min(n - px.len())));
+        }
+        let mut frame = gif::Frame { width: w, height: h, buffer: Cow::Owned(px.clone()), ..gif::Frame::default() };
+        frame.make_lzw_pre_encoded();
+        let mut lzw_bytes = frame.buffer.to_vec();
+        // The encoder derives the code size (2..=8) from the largest index used.
+        let min_code = lzw_bytes[0];
+        match round % 4 {
+            0 => {} // valid as encoded
+            1 => {
+                for _ in 0..1 + rand() % 3 {
+                    let i = 1 + (rand() as usize) % lzw_bytes.len().saturating_sub(1).max(1);
+                    if i < lzw_bytes.len() {
+                        lzw_bytes[i] = rand() as u8;
+                    }
+                }
+            }
+            2 => {
+                let keep = 2 + (rand() as usize) % lzw_bytes.len();
+                lzw_bytes.truncate(keep);
+            }
+            _ => {
+                let len = 1 + (rand() % 300) as usize;
+                lzw_bytes.truncate(1);
+                lzw_bytes.extend((0..len).map(|_| rand() as u8));
+            }
+        }
+        let data = &lzw_bytes[1..];
+        let textbook = textbook_lzw(min_code, data, n);
+        let mut fb = lzw::FrameBuffer::new(n);
+        let ours = lzw.decode(min_code, data, &mut fb, n).map(|()| fb.output(n).to_vec()).map_err(|_| ());
+        assert_eq!(textbook, ours, "round {round}, min code {min_code}, {w}x{h}, data {lzw_bytes:?}");
+        if round % 4 == 0 {
+            assert_eq!(ours.as_deref(), Ok(&px[..]), "round {round}: round trip");
+        }
+        // The gif crate (weezl) must agree whenever it succeeds. It can fail where we do
+        // not: it reads one code past the last pixel and rejects it if invalid.
+        let mut file = Vec::new();
+        {
+            let mut enc = gif::Encoder::new(&mut file, w, h, &[0u8; 768]).unwrap();
+            let f = gif::Frame { width: w, height: h, buffer: Cow::Borrowed(&lzw_bytes), ..gif::Frame::default() };
+            enc.write_lzw_pre_encoded_frame(&f).unwrap();
+        }
+        match (reference_indices(&file).first(), &ours) {
+            (Some(Ok(reference)), Ok(o)) => assert_eq!(reference, o, "round {round}"),
+            (Some(Ok(_)), Err(_)) => panic!("round {round}: gif crate decodes, we fail"),
+            (_, Ok(_)) => gif_stricter += 1,
+            _ => {}
+        }
+        if ours.is_ok() {
+            valid += 1;
+        } else {
+            invalid += 1;
+        }
+    }
+    eprintln!("random LZW streams: {valid} decoded, {invalid} rejected, gif crate stricter: {gif_stricter}");
+    assert!(valid > 1000 && invalid > 1000, "valid {valid} invalid {invalid}");
+    assert!(gif_stricter < 40, "gif crate stricter in {gif_stricter} cases");
+}
+
+// ---- hand-built GIFs --------------------------------------------------------------------
+
+/// Palette: 0 black, 1 red, 2 green, 3 blue, 4 white, 5 yellow, 6 magenta, 7 cyan.
+const PAL: [u8; 24] = [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 255, 0, 255, 0, 255, 255];
+const BLACK: [u8; 3] = [0, 0, 0];
+const RED: [u8; 3] = [255, 0, 0];
+const GREEN: [u8; 3] = [0, 255, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+const WHITE: [u8; 3] = [255, 255, 255];
+
+struct F {
+    rect: (u16, u16, u16, u16), // left, top, width, height
+    px: Vec<u8>,
+    transparent: Option<u8>,
+    dispose: DisposalMethod,
+    palette: Option<Vec<u8>>,
+    interlaced: bool,
+}
+
+fn f(rect: (u16, u16, u16, u16), fill: u8) -> F {
+    let n = usize::from(rect.2) * usize::from(rect.3);
+    F { rect, px: vec![fill; n], transparent: None, dispose: DisposalMethod::Keep, palette: None, interlaced: false }
+}
+
+fn encode(w: u16, h: u16, global: Option<&[u8]>, frames: &[F]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = gif::Encoder::new(&mut out, w, h, global.unwrap_or(&[])).unwrap();
+        for fr in frames {
+            let frame = gif::Frame {
+                left: fr.rect.0,
+                top: fr.rect.1,
+                width: fr.rect.2,
+                height: fr.rect.3,
+                buffer: Cow::Borrowed(&fr.px),
+                transparent: fr.transparent,
+                dispose: fr.dispose,
+                palette: fr.palette.clone(),
+                interlaced: fr.interlaced,
+                ..gif::Frame::default()
+            };
+            enc.write_frame(&frame).unwrap();
+        }
+    }
+    out
+}
+
+fn px(canvas: &(u32, u32, Vec<u8>), x: u32, y: u32) -> [u8; 3] {
+    let i = ((y * canvas.0 + x) * 3) as usize;
+    [canvas.2[i], canvas.2[i + 1], canvas.2[i + 2]]
+}
+
+fn canvas(bytes: &[u8], index: usize) -> (u32, u32, Vec<u8>) {
+    composite_frame(bytes, index, &DecodeLimits::default()).unwrap()
+}
+
+/// Frame 0: 4x4 red. Frame 1: 2x2 green at (1,1) with the given disposal. Frame 2: 1x1
+/// blue at (0,0).
+fn disposal_gif(dispose: DisposalMethod) -> Vec<u8> {
+    let mut g = f((1, 1, 2, 2), 2);
+    g.dispose = dispose;
+    encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 1), g, f((0, 0, 1, 1), 3)])
+}
+
+#[test]
+fn disposal_keep() {
+    let c = canvas(&disposal_gif(DisposalMethod::Keep), 2);
+    assert_eq!(px(&c, 0, 0), BLUE);
+    assert_eq!(px(&c, 1, 1), GREEN);
+    assert_eq!(px(&c, 2, 2), GREEN);
+    assert_eq!(px(&c, 3, 3), RED);
+    // Unspecified disposal behaves like keep.
+    let c = canvas(&disposal_gif(DisposalMethod::Any), 2);
+    assert_eq!(px(&c, 1, 1), GREEN);
+}
+
+#[test]
+fn disposal_background_clears_rect_to_black() {
+    let bytes = disposal_gif(DisposalMethod::Background);
+    let shown = canvas(&bytes, 1);
+    assert_eq!(px(&shown, 1, 1), GREEN); // disposal applies after display
+    let c = canvas(&bytes, 2);
+    assert_eq!(px(&c, 0, 0), BLUE);
+    assert_eq!(px(&c, 1, 1), BLACK);
+    assert_eq!(px(&c, 2, 2), BLACK);
+    assert_eq!(px(&c, 3, 1), RED); // outside the rect: untouched
+    assert_eq!(px(&c, 3, 3), RED);
+}
+
+#[test]
+fn disposal_previous_restores_rect() {
+    let bytes = disposal_gif(DisposalMethod::Previous);
+    assert_eq!(px(&canvas(&bytes, 1), 2, 2), GREEN);
+    let c = canvas(&bytes, 2);
+    assert_eq!(px(&c, 0, 0), BLUE);
+    assert_eq!(px(&c, 1, 1), RED);
+    assert_eq!(px(&c, 2, 2), RED);
+}
+
+#[test]
+fn disposal_previous_on_first_frame_restores_blank() {
+    let mut a = f((0, 0, 2, 2), 1);
+    a.dispose = DisposalMethod::Previous;
+    let bytes = encode(2, 2, Some(&PAL), &[a, f((0, 0, 1, 1), 3)]);
+    let c = canvas(&bytes, 1);
+    assert_eq!(px(&c, 0, 0), BLUE);
+    assert_eq!(px(&c, 1, 1), BLACK);
+}
+
+/// A small deterministic generator for the randomised tests (xorshift64).
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+#[test]
+fn composite_row_matches_per_pixel_select() {
+    // The 8-pixel fast paths (all transparent, none, mixed) and the remainder must paint
+    // exactly what the plain per-pixel rule paints, for every width and run pattern.
+    let mut rand = xorshift(0x1234_5678_9abc_def1);
+    let mut lut = [[0u8; 3]; 256];
+    for (i, e) in lut.iter_mut().enumerate() {
+        *e = [i as u8, (i as u8).wrapping_mul(7), 255 - i as u8];
+    }
+    for round in 0..2000 {
+        let width = (rand() % 70) as usize;
+        let t = (rand() % 256) as u8;
+        let mut src = Vec::with_capacity(width);
+        while src.len() < width {
+            // Runs of transparent or opaque pixels, short or long.
+            let run = 1 + (rand() % if round % 2 == 0 { 3 } else { 20 }) as usize;
+            let transparent = rand() & 1 == 0;
+            for _ in 0..run.min(width - src.len()) {
+                src.push(if transparent { t } else { (rand() % 256) as u8 });
+            }
+        }
+        let before: Vec<u8> = (0..width * 3).map(|_| (rand() % 256) as u8).collect();
+        let mut fast = before.clone();
+        composite_row(&mut fast, &src, &lut, Some(t));
+        let mut expected = before.clone();
+        for (d, &i) in expected.chunks_exact_mut(3).zip(&src) {
+            if i != t {
+                d.copy_from_slice(&lut[usize::from(i)]);
+            }
+        }
+        assert_eq!(fast, expected, "round {round}, width {width}");
+    }
+}
+
+#[test]
+fn transparency_over_previous_frame() {
+    // Frame 1 is full-size white with a transparent (index 0) checkerboard hole pattern.
+    let mut t = f((0, 0, 4, 4), 4);
+    for (i, p) in t.px.iter_mut().enumerate() {
+        if (i % 4 + i / 4) % 2 == 0 {
+            *p = 0;
+        }
+    }
+    t.transparent = Some(0);
+    let bytes = encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 1), t]);
+    let c = canvas(&bytes, 1);
+    for y in 0..4 {
+        for x in 0..4 {
+            let want = if (x + y) % 2 == 0 { RED } else { WHITE };
+            assert_eq!(px(&c, x, y), want, "({x},{y})");
+        }
+    }
+    // On the first frame, transparent pixels show as black.
+    let mut first = f((0, 0, 2, 1), 0);
+    first.px = vec![0, 4];
+    first.transparent = Some(0);
+    let c = canvas(&encode(2, 1, Some(&PAL), &[first]), 0);
+    assert_eq!((px(&c, 0, 0), px(&c, 1, 0)), (BLACK, WHITE));
+}
+
+#[test]
+fn frame_offset_places_subrectangle() {
+    let mut sub = f((2, 1, 2, 2), 0);
+    sub.px = vec![1, 2, 3, 4];
+    let bytes = encode(5, 4, Some(&PAL), &[f((0, 0, 5, 4), 0), sub]);
+    let c = canvas(&bytes, 1);
+    assert_eq!(px(&c, 2, 1), RED);
+    assert_eq!(px(&c, 3, 1), GREEN);
+    assert_eq!(px(&c, 2, 2), BLUE);
+    assert_eq!(px(&c, 3, 2), WHITE);
+    assert_eq!(px(&c, 1, 1), BLACK);
+    assert_eq!(px(&c, 4, 2), BLACK);
+    assert_eq!(px(&c, 2, 3), BLACK);
+}
+
+#[test]
+fn local_palette_overrides_global() {
+    let mut local = f((0, 0, 2, 1), 0);
+    local.px = vec![0, 1];
+    local.palette = Some(vec![10, 20, 30, 40, 50, 60]);
+    let bytes = encode(2, 1, Some(&PAL), &[f((0, 0, 2, 1), 1), local, f((0, 0, 1, 1), 2)]);
+    let c = canvas(&bytes, 1);
+    assert_eq!(px(&c, 0, 0), [10, 20, 30]);
+    assert_eq!(px(&c, 1, 0), [40, 50, 60]);
+    // The next frame without a local table goes back to the global one.
+    assert_eq!(px(&canvas(&bytes, 2), 0, 0), GREEN);
+    // No global table at all, local tables only.
+    let mut only = f((0, 0, 1, 1), 1);
+    only.palette = Some(vec![1, 2, 3, 4, 5, 6]);
+    let c = canvas(&encode(1, 1, None, &[only]), 0);
+    assert_eq!(px(&c, 0, 0), [4, 5, 6]);
+    let scan = scan(&bytes, &DecodeLimits::default()).unwrap();
+    assert_eq!(scan.local_palette_frames, 1);
+}
+
+#[test]
+fn palette_index_past_table_is_black() {
+    let mut a = f((0, 0, 2, 1), 0);
+    a.px = vec![1, 3]; // 2-entry table: index 3 is past its end
+    a.palette = Some(vec![0, 0, 0, 9, 9, 9]);
+    let c = canvas(&encode(2, 1, None, &[a]), 0);
+    assert_eq!((px(&c, 0, 0), px(&c, 1, 0)), ([9, 9, 9], BLACK));
+}
+
+#[test]
+fn interlaced_rows_are_deinterlaced() {
+    // 1x10 image, row y has palette index y % 8. Data must be written in interlace order.
+    let h = 10u16;
+    let rows: Vec<u8> = (0..h).map(|y| (y % 8) as u8).collect();
+    let order: Vec<usize> =
+        INTERLACE_PASSES.iter().flat_map(|&(s, step)| (s as usize..h as usize).step_by(step)).collect();
+    assert_eq!(order, [0, 8, 4, 2, 6, 1, 3, 5, 7, 9]);
+    let mut fr = f((0, 0, 1, h), 0);
+    fr.px = order.iter().map(|&y| rows[y]).collect();
+    fr.interlaced = true;
+    let bytes = encode(1, h, Some(&PAL), &[fr]);
+    let c = canvas(&bytes, 0);
+    for y in 0..u32::from(h) {
+        let i = (y % 8) as usize * 3;
+        assert_eq!(px(&c, 0, y), [PAL[i], PAL[i + 1], PAL[i + 2]], "row {y}");
+    }
+}
+
+#[test]
+fn partially_offscreen_frame_is_clipped() {
+    // 3x3 frame at (2,2) on a 4x4 screen: only its top-left 2x2 is visible.
+    let mut fr = f((2, 2, 3, 3), 0);
+    fr.px = vec![1, 2, 3, 2, 3, 4, 3, 4, 5];
+    let bytes = encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 4), fr]);
+    let c = canvas(&bytes, 1);
+    assert_eq!(px(&c, 2, 2), RED);
+    assert_eq!(px(&c, 3, 2), GREEN);
+    assert_eq!(px(&c, 2, 3), GREEN);
+    assert_eq!(px(&c, 3, 3), BLUE);
+    assert_eq!(px(&c, 1, 1), WHITE);
+    let s = decode_and_sample(&bytes, SampleSpec { frames: 2, size: 8 }, &DecodeLimits::default()).unwrap();
+    assert_eq!(s.count, 2);
+}
+
+#[test]
+fn entirely_offscreen_frame_is_rejected() {
+    let bytes = encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 1), f((4, 0, 2, 2), 2)]);
+    let err = decode_and_sample(&bytes, SPEC, &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(err, DecodeError::FrameOutOfBounds { frame: 1, .. }), "{err}");
+    assert_eq!(err.reason(), "frame_out_of_bounds");
+}
+
+#[test]
+fn zero_sized_screen_uses_frame_bounding_box() {
+    let bytes = encode(0, 0, Some(&PAL), &[f((0, 0, 3, 2), 1), f((1, 1, 3, 3), 2)]);
+    let c = canvas(&bytes, 1);
+    assert_eq!((c.0, c.1), (4, 4));
+    assert_eq!(px(&c, 0, 0), RED);
+    assert_eq!(px(&c, 3, 3), GREEN);
+    assert_eq!(px(&c, 0, 3), BLACK);
+    let empty = encode(0, 0, Some(&PAL), &[f((0, 0, 0, 0), 0)]);
+    let e = decode_and_sample(&empty, SPEC, &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(e, DecodeError::EmptyImage), "{e}");
+    assert_eq!(e.reason(), "no_frames");
+}
+
+#[test]
+fn zero_area_frame_paints_nothing() {
+    let bytes = encode(2, 2, Some(&PAL), &[f((0, 0, 2, 2), 1), f((1, 1, 0, 0), 0), f((0, 0, 1, 1), 2)]);
+    assert_eq!(px(&canvas(&bytes, 1), 1, 1), RED);
+    assert_eq!(px(&canvas(&bytes, 2), 0, 0), GREEN);
+    let s = decode_and_sample(&bytes, SPEC, &DecodeLimits::default()).unwrap();
+    assert_eq!((s.total_frames, s.count), (3, 3));
+}
+
+#[test]
+fn key_frames_skip_earlier_frames_without_changing_output() {
+    // Frames alternate full opaque key frames and small sub-rectangles; the skipping plan
+    // must give the same canvas as drawing every frame.
+    let mut frames = Vec::new();
+    for i in 0..12u8 {
+        if i % 4 == 0 {
+            frames.push(f((0, 0, 6, 6), 1 + i % 3));
+        } else {
+            let mut s = f((u16::from(i % 5), u16::from(i % 4), 2, 2), 4);
+            s.dispose = if i % 3 == 0 { DisposalMethod::Previous } else { DisposalMethod::Keep };
+            s.transparent = Some(0);
+            s.px[0] = 0;
+            frames.push(s);
+        }
+    }
+    let bytes = encode(6, 6, Some(&PAL), &frames);
+    let sc = scan(&bytes, &DecodeLimits::default()).unwrap();
+    let samples = sample_indices(12, 3); // 2, 6, 10
+    assert_eq!(samples, [2, 6, 10]);
+    let needed = plan(&sc, &samples);
+    let want: Vec<bool> = (0..=10).map(|j| !matches!(j, 3 | 7)).collect();
+    assert_eq!(needed, want);
+    // Reference: render with every frame needed.
+    let mut reference = Vec::new();
+    let all: Vec<usize> = (0..12).collect();
+    render(&bytes, &sc, &all, &DecodeLimits::default(), |slot, c| {
+        if samples.contains(&slot) {
+            reference.push(c.to_vec());
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut skipped = Vec::new();
+    render(&bytes, &sc, &samples, &DecodeLimits::default(), |_, c| {
+        skipped.push(c.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(reference, skipped);
+}
+
+#[test]
+fn sample_indices_are_spread_distinct_increasing() {
+    assert_eq!(sample_indices(10, 4), [1, 3, 6, 8]);
+    assert_eq!(sample_indices(8, 8), (0..8).collect::<Vec<_>>());
+    assert_eq!(sample_indices(3, 8), [0, 1, 2]);
+    assert_eq!(sample_indices(1, 1), [0]);
+    assert_eq!(sample_indices(783, 8), [48, 146, 244, 342, 440, 538, 636, 734]);
+    for n in 1..200 {
+        for k in 1..20 {
+            let s = sample_indices(n, k);
+            assert_eq!(s.len(), k.min(n));
+            assert!(s.windows(2).all(|w| w[0] < w[1]), "n={n} k={k}");
+            assert!(*s.last().unwrap() < n);
+        }
+    }
+}
+
+#[test]
+fn output_is_center_crop_of_shorter_side() {
+    // 60x20 screen: red | green | blue thirds. Shorter side 20 -> 10 px, centre crop: the
+    // output is the green third; only the outermost columns see a little of the filter's
+    // support beyond the crop box, red on the left and, symmetrically, blue on the right.
+    let px: Vec<u8> = (0..20).flat_map(|_| (0..60u8).map(|x| 1 + x / 20)).collect();
+    let mut fr = f((0, 0, 60, 20), 0);
+    fr.px = px;
+    let bytes = encode(60, 20, Some(&PAL), &[fr]);
+    let s = decode_and_sample(&bytes, SampleSpec { frames: 4, size: 10 }, &DecodeLimits::default()).unwrap();
+    assert_eq!((s.count, s.total_frames, s.width, s.height), (1, 1, 60, 20));
+    let at = |x: usize, y: usize| &s.rgb[(y * 10 + x) * 3..(y * 10 + x) * 3 + 3];
+    for y in 0..10 {
+        for x in 1..9 {
+            assert_eq!(at(x, y), GREEN, "({x},{y})");
+        }
+        let (l, r) = (at(0, y), at(9, y));
+        assert!(l[0] > 0 && l[1] > 200 && l[2] == 0, "{l:?}");
+        assert!(r[2] > 0 && r[1] > 200 && r[0] == 0, "{r:?}");
+        assert_eq!((l[0], l[1]), (r[2], r[1]), "crop is centred");
+    }
+}
+
+#[test]
+fn error_reasons_for_small_hostile_inputs() {
+    let l = DecodeLimits::default();
+    let r = |b: &[u8]| decode_and_sample(b, SPEC, &l).unwrap_err().reason();
+    assert_eq!(r(b""), "empty_object");
+    assert_eq!(r(b"\x89PNG\r\n\x1a\n"), "not_a_gif");
+    assert_eq!(r(b"GIF88a\x01\x00\x01\x00\x00\x00\x00"), "not_a_gif");
+    assert_eq!(r(b"GIF8"), "truncated");
+    assert_eq!(r(b"GIF89a\x01\x00"), "truncated");
+    // Header + trailer, no frames.
+    assert_eq!(r(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"), "no_frames");
+    let good = encode(4, 4, Some(&PAL), &[f((0, 0, 4, 4), 1), f((0, 0, 4, 4), 2)]);
+    // 37 = header with its 8-colour table, 45 = after the first graphic control extension:
+    // clean ends before any image are "no frames", every other cut is "truncated".
+    for cut in 6..good.len() {
+        let want = if cut == 37 || cut == 45 { "no_frames" } else { "truncated" };
+        assert_eq!(r(&good[..cut]), want, "cut at {cut}");
+    }
+    // Limits.
+    let tiny = DecodeLimits { max_frames: 1, ..DecodeLimits::default() };
+    let e = decode_and_sample(&good, SPEC, &tiny).unwrap_err();
+    assert!(matches!(e, DecodeError::TooLarge { what: "frames", .. }), "{e}");
+    let tiny = DecodeLimits { max_decoded_pixels: 31, ..DecodeLimits::default() };
+    let e = decode_and_sample(&good, SPEC, &tiny).unwrap_err();
+    assert!(matches!(e, DecodeError::TooLarge { what: "decoded_pixels", value: 32, limit: 31 }), "{e}");
+    let tiny = DecodeLimits { max_canvas_pixels: 15, ..DecodeLimits::default() };
+    let e = decode_and_sample(&good, SPEC, &tiny).unwrap_err();
+    assert!(matches!(e, DecodeError::TooLarge { what: "canvas_pixels", .. }), "{e}");
+    // Bad spec.
+    let e = decode_and_sample(&good, SampleSpec { frames: 0, size: 224 }, &l).unwrap_err();
+    assert!(matches!(e, DecodeError::InvalidSpec(_)), "{e}");
+    assert_eq!(e.reason(), "decode_failed");
+    let e = decode_and_sample(&good, SampleSpec { frames: 1, size: 0 }, &l).unwrap_err();
+    assert!(matches!(e, DecodeError::InvalidSpec(_)), "{e}");
+    assert_eq!(e.reason(), "decode_failed");
+}
+
+#[test]
+fn lzw_data_too_short_is_corrupt() {
+    // Hand-assembled: 2x2 screen, one 2x2 frame whose LZW stream ends after 1 pixel.
+    let mut b = b"GIF89a\x02\x00\x02\x00\x80\x00\x00".to_vec();
+    b.extend_from_slice(&[0, 0, 0, 255, 255, 255]); // 2-colour global table
+    b.extend_from_slice(b",\x00\x00\x00\x00\x02\x00\x02\x00\x00"); // image descriptor
+    // min code size 2; codes (3 bits): clear(4), 1, end(5) -> LSB-first packing.
+    let codes = [4u16, 1, 5];
+    let mut acc = 0u32;
+    let mut bits = 0;
+    let mut data = Vec::new();
+    for c in codes {
+        acc |= u32::from(c) << bits;
+        bits += 3;
+        while bits >= 8 {
+            data.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+    }
+    if bits > 0 {
+        data.push(acc as u8);
+    }
+    b.push(2);
+    b.push(data.len() as u8);
+    b.extend_from_slice(&data);
+    b.push(0);
+    b.push(b';');
+    let e = decode_and_sample(&b, SPEC, &DecodeLimits::default()).unwrap_err();
+    assert_eq!(e.reason(), "corrupt_image_data", "{e}");
+}
+
+#[test]
+fn limits_serde_defaults_and_unknown_fields() {
+    let l: DecodeLimits = serde_json::from_str(r#"{"max_frames": 10}"#).unwrap();
+    assert_eq!(l, DecodeLimits { max_frames: 10, ..DecodeLimits::default() });
+    assert!(serde_json::from_str::<DecodeLimits>(r#"{"max_frame": 10}"#).is_err());
+}
+
+#[test]
+fn never_panics_on_mutated_inputs() {
+    // Cheap in-test fuzzing: byte flips and truncations of a small multi-feature GIF.
+    let mut sub = f((1, 1, 3, 3), 4);
+    sub.transparent = Some(4);
+    sub.dispose = DisposalMethod::Previous;
+    sub.palette = Some(PAL.to_vec());
+    sub.interlaced = true;
+    let base = encode(5, 5, Some(&PAL), &[f((0, 0, 5, 5), 1), sub, f((3, 3, 4, 4), 2)]);
+    let limits = DecodeLimits {
+        max_canvas_pixels: 1 << 20,
+        max_frames: 50,
+        max_decoded_pixels: 1 << 22,
+        ..DecodeLimits::default()
+    };
+    let spec = SampleSpec { frames: 4, size: 8 };
+    let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
+    for _ in 0..20_000 {
+        let state = rand();
+        let mut m = base.clone();
+        let flips = 1 + (state % 4) as usize;
+        for k in 0..flips {
+            let pos = ((state >> (8 + 8 * k)) as usize) % m.len();
+            m[pos] = (state >> (3 * k)) as u8;
+        }
+        if state.is_multiple_of(7) {
+            m.truncate((state >> 20) as usize % m.len());
+        }
+        let _ = decode_and_sample(&m, spec, &limits);
+    }
+}

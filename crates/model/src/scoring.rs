@@ -1,0 +1,98 @@
+//! From per-frame tag scores to a GIF's suggestions.
+//!
+//! The model outputs one score per tag per frame (a multilabel head, as in
+//! GIPHY's tagger; the default model sums ImageNet class probabilities per
+//! tag inside the TorchScript module). A GIF's score for a tag is the mean
+//! over its sampled frames: a tag must be visible through the animation, not
+//! in one frame, to be suggested with high confidence.
+
+use autotag_contract::TagScore;
+
+/// Running sum of one GIF's frame scores. Frames of one GIF may arrive in
+/// several batches.
+#[derive(Debug, Clone)]
+pub struct Accumulator {
+    sums: Vec<f32>,
+    seen: usize,
+    expected: usize,
+}
+
+impl Accumulator {
+    pub fn new(num_tags: usize, expected_frames: usize) -> Self {
+        Self { sums: vec![0.0; num_tags], seen: 0, expected: expected_frames }
+    }
+
+    /// Add one frame's scores (`num_tags` values).
+    pub fn add_frame(&mut self, scores: &[f32]) {
+        for (s, v) in self.sums.iter_mut().zip(scores) {
+            *s += if v.is_finite() { *v } else { 0.0 };
+        }
+        self.seen += 1;
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.seen >= self.expected
+    }
+
+    pub fn frames(&self) -> usize {
+        self.seen
+    }
+
+    /// Mean score per tag.
+    pub fn means(&self) -> Vec<f32> {
+        let n = self.seen.max(1) as f32;
+        self.sums.iter().map(|s| s / n).collect()
+    }
+}
+
+/// The `top_k` tags scoring at least `threshold`, best first. Ties break by
+/// tag index so the output is deterministic.
+pub fn top_tags(scores: &[f32], vocab: &[String], top_k: usize, threshold: f32) -> Vec<TagScore> {
+    let mut idx: Vec<usize> = (0..scores.len().min(vocab.len())).filter(|&i| scores[i] >= threshold).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(top_k);
+    idx.into_iter()
+        .map(|i| TagScore {
+            tag: vocab[i].clone(),
+            // Round for readable output; clamp guards against fp drift past 1.
+            score: ((scores[i].clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Vec<String> {
+        ["cat", "coffee", "dog", "rocket"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn mean_over_frames_then_threshold_and_top_k() {
+        let mut acc = Accumulator::new(4, 2);
+        acc.add_frame(&[0.9, 0.0, 0.2, 0.05]);
+        assert!(!acc.is_complete());
+        acc.add_frame(&[0.7, 0.1, 0.4, 0.05]);
+        assert!(acc.is_complete());
+        let tags = top_tags(&acc.means(), &vocab(), 2, 0.1);
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags[0].tag, "cat");
+        assert!((tags[0].score - 0.8).abs() < 1e-4);
+        assert_eq!(tags[1].tag, "dog");
+    }
+
+    #[test]
+    fn nothing_above_threshold_gives_no_tags_and_nan_is_ignored() {
+        let mut acc = Accumulator::new(4, 1);
+        acc.add_frame(&[f32::NAN, 0.01, 0.02, 0.0]);
+        assert!(top_tags(&acc.means(), &vocab(), 5, 0.1).is_empty());
+    }
+
+    #[test]
+    fn ties_are_deterministic() {
+        let t = top_tags(&[0.5, 0.5, 0.5, 0.1], &vocab(), 3, 0.0);
+        let names: Vec<_> = t.iter().map(|t| t.tag.as_str()).collect();
+        assert_eq!(names, ["cat", "coffee", "dog"]);
+    }
+}

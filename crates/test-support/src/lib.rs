@@ -1,0 +1,488 @@
+//! Real servers for the integration tests and benchmarks of every crate: a Tansu
+//! Kafka-protocol broker and an s3s-fs S3 server, each on a free loopback port, plus launchers
+//! of the real binaries and the real exported model. `scripts/setup` installs them into
+//! `.local/`; a test fails (it does not skip) when they are missing.
+//!
+//! Never shipped: only `[dev-dependencies]` and the benchmarks use it.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+pub const UPLOADS: &str = "gif-uploads";
+pub const SUGGESTIONS: &str = "gif-tag-suggestions";
+pub const DLQ: &str = "gif-uploads-dlq";
+pub const ACCESS_KEY: &str = "autotag-test-key";
+pub const SECRET_KEY: &str = "autotag-test-secret";
+
+/// The checkout: `AUTOTAG_REPO_DIR` when set (a prebuilt bench binary run from another copy of
+/// the tree, as on the GPU machine), else where this was compiled.
+pub fn repo() -> PathBuf {
+    std::env::var_os("AUTOTAG_REPO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+/// A binary of the workspace (`autotag`, `autotag-ops`, …): in `AUTOTAG_BIN_DIR` when set,
+/// else beside the running test or bench executable's `deps/` folder, where cargo puts the
+/// binaries it built for the same profile.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("AUTOTAG_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<exe>");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: build it first (cargo build --release --bins)", p.display());
+    p
+}
+
+/// The `autotag` binary: `AUTOTAG_BIN` when set, else [`bin`]`("autotag")`.
+pub fn autotag_bin() -> PathBuf {
+    std::env::var_os("AUTOTAG_BIN").map(PathBuf::from).unwrap_or_else(|| bin("autotag"))
+}
+
+fn local_tool(name: &str) -> PathBuf {
+    let p = repo().join(".local").join(name);
+    assert!(p.exists(), "{} is missing: run scripts/setup first", p.display());
+    p
+}
+
+pub fn model_dir() -> PathBuf {
+    let p = repo().join(".local/models/efficientnet-lite0");
+    assert!(p.join("model.json").exists(), "{} is missing: run scripts/setup first", p.display());
+    p
+}
+
+pub fn testdata(name: &str) -> PathBuf {
+    repo().join("testdata/gifs").join(name)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < timeout, "port {port} did not open within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Tansu broker with in-memory storage.
+pub struct Broker {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Broker {
+    pub async fn start(partitions: i32) -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(local_tool("tansu"))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let proc = Proc(child);
+        wait_for_port(port, Duration::from_secs(10));
+        let b = Broker { port, _proc: proc };
+        b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's process id (the benchmark charges its CPU time to the harness).
+    pub fn pid(&self) -> u32 {
+        self._proc.0.id()
+    }
+
+    pub async fn create_topics(&self, names: &[&str], partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.brokers()).create().unwrap();
+        let topics: Vec<NewTopic> =
+            names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+        let res = admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics");
+        for r in res {
+            r.expect("topic created");
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new().set("bootstrap.servers", self.brokers()).set("enable.idempotence", "true").create().unwrap()
+    }
+
+    pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
+        let d = self
+            .producer()
+            .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+            .await
+            .expect("produce");
+        (d.partition, d.offset)
+    }
+
+    /// Produce many records with one producer; returns (partition, offset) of each.
+    pub async fn produce_all(&self, topic: &str, records: &[(String, Vec<u8>)]) -> Vec<(i32, i64)> {
+        let p = self.producer();
+        let sends =
+            records.iter().map(|(k, v)| p.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(30)));
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| {
+                let d = r.expect("produce");
+                (d.partition, d.offset)
+            })
+            .collect()
+    }
+
+    /// A consumer of the output topics in a fresh group, from the start.
+    pub fn output_consumer(&self) -> StreamConsumer {
+        let c: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "2000")
+            .set("heartbeat.interval.ms", "500")
+            .create()
+            .unwrap();
+        c.subscribe(&[SUGGESTIONS, DLQ]).unwrap();
+        c
+    }
+
+    /// Committed offsets of `group` on the uploads topic, per partition.
+    pub fn committed(&self, group: &str, partitions: i32) -> HashMap<i32, i64> {
+        let c: StreamConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.brokers()).set("group.id", group).create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(UPLOADS, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets");
+        got.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The upload event an output answers: `upload_event_id`, or the origin
+/// record for a dead letter whose payload had no readable id.
+pub fn answered_event(r: &OutputRecord) -> String {
+    match r.value["upload_event_id"].as_str() {
+        Some(id) => id.to_owned(),
+        None => format!("{}@{}", r.value["origin"]["partition"], r.value["origin"]["offset"]),
+    }
+}
+
+/// One output record.
+#[derive(Debug, Clone)]
+pub struct OutputRecord {
+    pub topic: String,
+    pub key: Option<String>,
+    pub value: Value,
+}
+
+/// Collects outputs until `done` says so or `timeout` passes.
+pub async fn collect_outputs(
+    c: &StreamConsumer,
+    out: &mut Vec<OutputRecord>,
+    timeout: Duration,
+    done: impl Fn(&[OutputRecord]) -> bool,
+) -> bool {
+    let t = Instant::now();
+    while !done(out) {
+        let left = timeout.saturating_sub(t.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        if let Ok(Ok(m)) = tokio::time::timeout(left.min(Duration::from_millis(500)), c.recv()).await {
+            let value: Value = serde_json::from_slice(m.payload().unwrap_or(b"null")).expect("outputs are JSON");
+            out.push(OutputRecord {
+                topic: m.topic().to_owned(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value,
+            });
+        }
+    }
+    true
+}
+
+/// An s3s-fs server over a temporary directory.
+pub struct S3Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    proc: Option<Proc>,
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let mut s = S3Server { port: free_port(), dir, _tmp: Some(tmp), proc: None };
+        s.restart();
+        s
+    }
+
+    /// (Re)start on the same port and directory.
+    pub fn restart(&mut self) {
+        let child = Command::new(local_tool("s3s-fs"))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting s3s-fs");
+        self.proc = Some(Proc(child));
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.0.id())
+    }
+
+    pub async fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.client().await.create_bucket().bucket(bucket).send().await.expect("create bucket");
+    }
+
+    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.client().await.put_object().bucket(bucket).key(key).body(body.into()).send().await.expect("put object");
+    }
+}
+
+/// Settings for a worker process.
+pub struct WorkerEnv {
+    pub vars: Vec<(String, String)>,
+    pub metrics_port: u16,
+    pub group: String,
+}
+
+impl WorkerEnv {
+    pub fn new(broker: &Broker, s3: &S3Server) -> Self {
+        let metrics_port = free_port();
+        let group = format!("autotag-test-{}", uuid::Uuid::new_v4());
+        let vars = [
+            ("AUTOTAG__KAFKA__BROKERS", broker.brokers()),
+            ("AUTOTAG__KAFKA__GROUP_ID", group.clone()),
+            ("AUTOTAG__KAFKA__COMMIT_INTERVAL_MS", "200".into()),
+            ("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "2000".into()),
+            ("AUTOTAG__KAFKA__CONSUMER__HEARTBEAT_INTERVAL_MS", "500".into()),
+            ("AUTOTAG__MODEL__DIR", model_dir().display().to_string()),
+            ("AUTOTAG__MODEL__DEVICE", "cpu".into()),
+            ("AUTOTAG__MODEL__THREADS", "1".into()),
+            ("AUTOTAG__PIPELINE__DECODE_THREADS", "1".into()),
+            ("AUTOTAG__BATCH__MAX_BATCH", "8".into()),
+            ("AUTOTAG__METRICS__LISTEN", format!("127.0.0.1:{metrics_port}")),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL_S3", s3.endpoint()),
+            ("AUTOTAG_LOG", "info,autotag=debug".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        WorkerEnv { vars, metrics_port, group }
+    }
+
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.vars.retain(|(key, _)| key != k);
+        self.vars.push((k.to_owned(), v.to_owned()));
+    }
+}
+
+/// A running `autotag worker`.
+pub struct Worker {
+    pub proc: Proc,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn start(env: &WorkerEnv, log_name: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("autotag-{log_name}-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(autotag_bin())
+            .arg("worker")
+            .arg("--config")
+            .arg(repo().join("config/default.toml"))
+            .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting the worker");
+        Worker { proc: Proc(child), metrics_port: env.metrics_port, log }
+    }
+
+    /// Wait until /readyz says ready (model warmed up, group joined).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                panic!("worker exited early ({status}); log:\n{}", self.log_text());
+            }
+            if http_get(self.metrics_port, "/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            assert!(t.elapsed() < timeout, "worker not ready within {timeout:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// Peak resident set size of the worker so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.proc.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait; returns (exit code, time taken).
+    pub fn terminate(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let t = Instant::now();
+        self.signal("-TERM");
+        loop {
+            if let Some(s) = self.proc.0.try_wait().unwrap() {
+                return (s.code(), t.elapsed());
+            }
+            if t.elapsed() > timeout {
+                return (None, t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET on loopback: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// An upload event JSON for `s3://bucket/key`.
+pub fn upload_event(event_id: &str, gif_id: &str, bucket: &str, key: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schema_version": 1,
+        "event_id": event_id,
+        "gif_id": gif_id,
+        "s3_uri": format!("s3://{bucket}/{key}"),
+        "uploaded_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }))
+    .unwrap()
+}
+
+/// Compiled JSON Schema validators of the contract.
+pub struct Schemas {
+    pub upload: jsonschema::Validator,
+    pub suggestion: jsonschema::Validator,
+    pub dead_letter: jsonschema::Validator,
+}
+
+impl Schemas {
+    pub fn load() -> Self {
+        let load = |name: &str| {
+            let text = std::fs::read_to_string(repo().join("schemas").join(name)).unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            jsonschema::validator_for(&v).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        Schemas {
+            upload: load("upload-event.schema.json"),
+            suggestion: load("suggestion.schema.json"),
+            dead_letter: load("dead-letter.schema.json"),
+        }
+    }
+
+    pub fn check(&self, r: &OutputRecord) {
+        let v = if r.topic == SUGGESTIONS { &self.suggestion } else { &self.dead_letter };
+        let errors: Vec<String> = v.iter_errors(&r.value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{} record violates its schema: {errors:?}\n{}", r.topic, r.value);
+    }
+}
+
+pub fn sorted_tags(s: &Value) -> Vec<String> {
+    s["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t["tag"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -1,0 +1,216 @@
+//! The worker's configuration tree: the shared sections (`kafka`, `s3`, `retry`, `metrics`,
+//! `shutdown`, owned by `autotag_infra`), the model (`model`, owned by `autotag_model`), the
+//! GIF codec's limits (`limits`, owned by `gifcodec`) and the worker's own sections (`frames`,
+//! `batch`, `pipeline`), each documented where it is declared. Loaded by
+//! [`autotag_infra::config::load`]; `config/default.toml` is the reference.
+
+use std::time::Duration;
+
+use autotag_infra::config::{ConfigError, ServiceConfig, millis};
+use autotag_infra::kafka::KafkaConfig;
+use autotag_infra::retry::RetryConfig;
+use autotag_infra::s3::S3Config;
+use autotag_infra::shutdown::ShutdownConfig;
+use autotag_infra::telemetry::MetricsConfig;
+use autotag_model::ModelConfig;
+use gifcodec::DecodeLimits;
+use serde::{Deserialize, Serialize};
+
+/// The whole worker configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub kafka: KafkaConfig,
+    pub s3: S3Config,
+    pub model: ModelConfig,
+    pub frames: FramesConfig,
+    pub batch: BatchConfig,
+    pub pipeline: PipelineConfig,
+    pub limits: DecodeLimits,
+    pub retry: RetryConfig,
+    pub metrics: MetricsConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+impl ServiceConfig for WorkerConfig {
+    const SECTIONS: &'static [&'static str] =
+        &["kafka", "s3", "model", "frames", "batch", "pipeline", "limits", "retry", "metrics", "shutdown"];
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers is empty");
+        }
+        if self.frames.per_gif == 0 {
+            return bad("frames.per_gif must be >= 1");
+        }
+        if self.model.instances == 0 {
+            return bad("model.instances must be >= 1");
+        }
+        if self.batch.max_batch == 0 {
+            return bad("batch.max_batch must be >= 1");
+        }
+        if self.pipeline.max_in_flight == 0 || self.pipeline.channel_capacity == 0 {
+            return bad("pipeline.max_in_flight and pipeline.channel_capacity must be >= 1");
+        }
+        self.s3.validate().map_err(ConfigError::Invalid)?;
+        if !(0.0..=1.0).contains(&self.model.threshold) {
+            return bad("model.threshold must be within [0, 1]");
+        }
+        Ok(())
+    }
+}
+
+impl WorkerConfig {
+    /// Decode threads to use (resolves 0 = all cores).
+    pub fn decode_threads(&self) -> usize {
+        match self.pipeline.decode_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        }
+    }
+}
+
+/// Frame sampling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FramesConfig {
+    /// Frames sampled per GIF, spread evenly over the animation.
+    pub per_gif: usize,
+}
+
+impl Default for FramesConfig {
+    fn default() -> Self {
+        Self { per_gif: 8 }
+    }
+}
+
+/// Dynamic batching of frames across GIFs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most frames in one forward pass.
+    pub max_batch: usize,
+    /// Longest a frame waits for its batch to fill before the batch is run
+    /// anyway (`max_delay_ms`). Bounds latency at low load.
+    #[serde(rename = "max_delay_ms", with = "millis")]
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_batch: 4, max_delay: Duration::from_millis(20) }
+    }
+}
+
+/// Concurrency and buffering of the pipeline.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Upload events in flight (consumed, not yet committed-ready). This is
+    /// the memory bound of the worker: when it is reached the consumer
+    /// pauses its partitions.
+    pub max_in_flight: usize,
+    /// Capacity of each bounded channel between stages.
+    pub channel_capacity: usize,
+    /// GIF decode threads. 0 = number of cores.
+    pub decode_threads: usize,
+    /// How long the source waits for in-flight capacity before it pauses
+    /// the partitions (`pause_after_ms`; avoids pause/resume flapping, which
+    /// discards librdkafka's prefetched messages).
+    #[serde(rename = "pause_after_ms", with = "millis")]
+    pub pause_after: Duration,
+    /// Decode work per GIF is abandoned after this long (`decode_timeout_ms`;
+    /// dead letter `timeout`).
+    #[serde(rename = "decode_timeout_ms", with = "millis")]
+    pub decode_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            channel_capacity: 64,
+            decode_threads: 1,
+            pause_after: Duration::from_millis(200),
+            decode_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autotag_infra::config::load_with_env;
+    use autotag_model::{DeviceChoice, PrecisionChoice};
+    use std::path::Path;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn default_file_loads_and_matches_code_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        let cfg = load_with_env::<WorkerConfig>(Some(&path), env(&[])).expect("default.toml loads");
+        assert_eq!(cfg.kafka.topics.uploads, "gif-uploads");
+        assert_eq!(cfg.kafka.topics.suggestions, "gif-tag-suggestions");
+        assert_eq!(cfg.kafka.topics.dead_letters, "gif-uploads-dlq");
+        assert!(cfg.frames.per_gif >= 1);
+    }
+
+    #[test]
+    fn env_overrides_every_level() {
+        let cfg = load_with_env::<WorkerConfig>(
+            None,
+            env(&[
+                ("AUTOTAG__KAFKA__BROKERS", "10.0.0.1:9092"),
+                ("AUTOTAG__KAFKA__GROUP_ID", "g2"),
+                ("AUTOTAG__KAFKA__TOPICS__UPLOADS", "up"),
+                ("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "2000"),
+                ("AUTOTAG__BATCH__MAX_BATCH", "7"),
+                ("AUTOTAG__MODEL__THRESHOLD", "0.25"),
+                ("AUTOTAG__MODEL__DEVICE", "cpu"),
+                ("AUTOTAG__S3__FORCE_PATH_STYLE", "false"),
+                ("AUTOTAG__LIMITS__MAX_FRAMES", "10"),
+                ("OTHER__IGNORED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.brokers, "10.0.0.1:9092");
+        assert_eq!(cfg.kafka.group_id, "g2");
+        assert_eq!(cfg.kafka.topics.uploads, "up");
+        assert_eq!(cfg.kafka.consumer.0.get("session.timeout.ms").map(String::as_str), Some("2000"));
+        assert_eq!(cfg.batch.max_batch, 7);
+        assert!((cfg.model.threshold - 0.25).abs() < 1e-6);
+        assert_eq!(cfg.model.device, DeviceChoice::Cpu);
+        assert!(!cfg.s3.force_path_style);
+        assert_eq!(cfg.limits.max_frames, 10);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__KAFKA__BROKER", "x")])).is_err());
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__BATCH__MAX_BATCH", "0")])).is_err());
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__BATCH__MAX_BATCH", "lots")])).is_err());
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__KAFKA__BROKERS__X", "1")])).is_err());
+        // The download budget must hold the largest accepted object.
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__S3__MAX_BYTES_IN_FLIGHT", "1048576")])).is_err());
+        // `model.fp16` became `model.precision`: the old key is refused, not silently ignored.
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__MODEL__FP16", "true")])).is_err());
+        assert!(load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__MODEL__PRECISION", "fp8")])).is_err());
+    }
+
+    #[test]
+    fn precision_is_named() {
+        for (v, want) in [
+            ("auto", PrecisionChoice::Auto),
+            ("fp32", PrecisionChoice::Fp32),
+            ("fp16", PrecisionChoice::Fp16),
+            ("bf16", PrecisionChoice::Bf16),
+        ] {
+            let cfg = load_with_env::<WorkerConfig>(None, env(&[("AUTOTAG__MODEL__PRECISION", v)])).expect(v);
+            assert_eq!(cfg.model.precision, want);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The decode stage: runs [`gifcodec::decode_and_sample`] on a bounded pool of blocking
+//! threads. The GIF codec itself (limits, compositing, LZW, resize) is the `gifcodec` crate.
+//!
+//! Decoding is CPU-bound, so it must not run on the async runtime's threads
+//! (it would stall Kafka polling and S3 I/O). A semaphore bounds the number
+//! of concurrent decodes to `pipeline.decode_threads`; the permit moves into
+//! the blocking closure, so even a decode that outlives its timeout keeps
+//! its slot until it really ends: the pool never oversubscribes the cores.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use autotag_contract::{Reason, Stage};
+use gifcodec::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
+
+use super::Outcome;
+use super::batch::Decoded;
+use super::fetch::Fetched;
+use crate::telemetry;
+
+/// The decode stage.
+pub struct DecodeStage {
+    pub threads: usize,
+    pub spec: SampleSpec,
+    pub limits: DecodeLimits,
+    pub timeout: Duration,
+    pub fetched: mpsc::Receiver<Fetched>,
+    pub decoded: mpsc::Sender<Decoded>,
+    pub outcomes: mpsc::Sender<Outcome>,
+}
+
+impl DecodeStage {
+    pub async fn run(mut self) {
+        let pool = Arc::new(Semaphore::new(self.threads.max(1)));
+        let limits = Arc::new(self.limits.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some(Fetched { job, bytes, reserved }) = self.fetched.recv().await {
+            let Ok(permit) = pool.clone().acquire_owned().await else { break };
+            let (spec, limits, timeout) = (self.spec, limits.clone(), self.timeout);
+            let (decoded, outcomes) = (self.decoded.clone(), self.outcomes.clone());
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let work = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let frames = decode_and_sample(&bytes, spec, &limits);
+                    // The download's memory goes back to the fetch stage's budget here.
+                    drop(bytes);
+                    drop(reserved);
+                    frames
+                });
+                let result = tokio::time::timeout(timeout, work).await;
+                metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")
+                    .record(started.elapsed().as_secs_f64());
+                let gif_id = job.upload.event.gif_id.clone();
+                // Every failure becomes one dead letter: (reason, detail).
+                let (reason, detail) = match result {
+                    Ok(Ok(Ok(frames))) => {
+                        debug!(%gif_id, frames = frames.count, total = frames.total_frames, "decoded");
+                        let _ = decoded.send(Decoded { job, frames }).await;
+                        return;
+                    }
+                    Ok(Ok(Err(e))) => {
+                        let reason = reason(&e);
+                        warn!(%gif_id, %reason, error = %e, "undecodable GIF");
+                        (reason, e.to_string())
+                    }
+                    Ok(Err(join)) => {
+                        // A panic in the decoder is a bug, but one bad file must not stop the worker.
+                        warn!(%gif_id, error = %join, "decoder panicked");
+                        (Reason::DecodeFailed, format!("decoder panicked: {join}"))
+                    }
+                    Err(_) => {
+                        warn!(%gif_id, ?timeout, "decode timed out");
+                        (Reason::Timeout, format!("decode took longer than {} ms", timeout.as_millis()))
+                    }
+                };
+                let _ = outcomes.send(Outcome::failed(job.ticket, Stage::Decode, reason, detail)).await;
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        debug!("decode stage drained");
+    }
+}
+
+/// The dead-letter reason of a decode error. Exhaustive: a new [`DecodeError`] variant does not
+/// compile until it has a reason here (and, if new, in `contract::Reason` and the schema).
+pub fn reason(e: &DecodeError) -> Reason {
+    match e {
+        DecodeError::Empty => Reason::EmptyObject,
+        DecodeError::NotGif => Reason::NotAGif,
+        DecodeError::Truncated => Reason::Truncated,
+        // Nothing to show: a GIF without frames, or without pixels.
+        DecodeError::NoFrames | DecodeError::EmptyImage => Reason::NoFrames,
+        DecodeError::CorruptData(_) => Reason::CorruptImageData,
+        DecodeError::FrameOutOfBounds { .. } => Reason::FrameOutOfBounds,
+        DecodeError::TooLarge { .. } | DecodeError::DecoderMemory { .. } => Reason::TooLarge,
+        // Not the input's fault (configuration or a bug): the generic decode code.
+        DecodeError::InvalidSpec(_) | DecodeError::Resize(_) => Reason::DecodeFailed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codec's own codes (kept for its standalone users) agree with the contract's.
+    #[test]
+    fn codec_codes_match_the_contract() {
+        let errors = [
+            DecodeError::Empty,
+            DecodeError::NotGif,
+            DecodeError::Truncated,
+            DecodeError::NoFrames,
+            DecodeError::EmptyImage,
+            DecodeError::CorruptData(String::new()),
+            DecodeError::TooLarge { what: "frames", value: 2, limit: 1 },
+            DecodeError::DecoderMemory { limit: 1 },
+            DecodeError::InvalidSpec(""),
+            DecodeError::Resize(String::new()),
+        ];
+        for e in &errors {
+            assert_eq!(reason(e).as_str(), e.reason(), "{e}");
+        }
+    }
+}

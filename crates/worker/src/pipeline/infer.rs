@@ -1,0 +1,238 @@
+//! Infer: the model instance threads, and per-GIF aggregation of their scores.
+//!
+//! `model.instances` threads share one loaded model (the `autotag_model::Backend`) and take
+//! batches from the same queue; each runs its own forward passes (on CPU with `model.threads`
+//! intra-op threads each). On a small CPU, two single-threaded forwards side by side beat one
+//! two-threaded forward, which stalls at every OpenMP barrier whenever another thread (decode,
+//! I/O) takes a core (docs/benchmarks.md). Each thread holds its own no-grad guard (grad mode is
+//! per thread in libtorch) and warms every batch bucket before the worker reports ready: on
+//! CUDA, cuDNN's tuned plans are cached per thread.
+//!
+//! A GIF's frames may straddle batches that different instances finish out of order, so scores
+//! are accumulated per GIF under a lock and the GIF completes when all its frames and its job
+//! have arrived. The model, its device and precision, warm-up and scoring are `autotag_model`'s;
+//! this stage only runs them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use autotag_contract::Stage;
+use autotag_infra::shutdown::Shutdown;
+use autotag_model::scoring::{Accumulator, top_tags};
+use autotag_model::warmup::{bucket_for, buckets, warm_up};
+use autotag_model::{Backend, ModelError, ModelInfo};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::batch::Batch;
+use super::{Job, Outcome};
+use crate::telemetry;
+
+/// Settings of the infer thread.
+pub struct InferSettings {
+    pub top_k: usize,
+    pub threshold: f32,
+    pub max_batch: usize,
+    /// Model instance threads sharing the loaded model.
+    pub instances: usize,
+    /// Forward passes per bucket during warm-up.
+    pub warmup_runs: usize,
+}
+
+/// A GIF whose frames are (partly) through the model.
+struct Pending {
+    acc: Accumulator,
+    /// Arrives with the GIF's last part; batches of one GIF may finish out of
+    /// order when several instances run.
+    job: Option<Job>,
+    failed: Option<String>,
+}
+
+/// Per-GIF state shared by the model instances.
+type Open = std::sync::Mutex<HashMap<u64, Pending>>;
+
+/// Start the model thread(s). `make_backend` runs on the first one (so the
+/// model is created where it is used); the returned receiver yields the
+/// model's info once it is loaded and warmed up, or the error that stopped
+/// it. With `settings.instances > 1`, that many threads share the one loaded
+/// model and take batches from the same queue: on a small CPU, two
+/// single-threaded forwards side by side beat one two-threaded forward,
+/// which stalls at every OpenMP barrier when any other thread takes a core.
+pub fn spawn<F>(
+    make_backend: F,
+    settings: InferSettings,
+    batches: mpsc::Receiver<Batch>,
+    outcomes: mpsc::Sender<Outcome>,
+    ready: Arc<Semaphore>,
+    shutdown: Shutdown,
+) -> (std::thread::JoinHandle<()>, oneshot::Receiver<Result<ModelInfo, ModelError>>)
+where
+    F: FnOnce() -> Result<(Box<dyn Backend>, ModelInfo), ModelError> + Send + 'static,
+{
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let handle = std::thread::Builder::new()
+        .name("autotag-infer".into())
+        .spawn(move || {
+            let _no_grad = autotag_model::torch::no_grad_guard();
+            let t = Instant::now();
+            let (backend, info) = match make_backend() {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let load_s = t.elapsed().as_secs_f64();
+            metrics::gauge!(telemetry::MODEL_LOAD_SECONDS).set(load_s);
+            let buckets = buckets(settings.max_batch);
+            if let Err(e) = warm_up(backend.as_ref(), info.side, &buckets, settings.warmup_runs) {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+            let backend: Arc<dyn Backend> = Arc::from(backend);
+            // Every instance thread warms every bucket before the worker reports ready: on
+            // CUDA, cuDNN's autotuned plans are cached per thread, and a thread's first pass
+            // of a shape costs seconds (measured on an H100), which would otherwise land on
+            // live traffic.
+            let instances = settings.instances.max(1);
+            let (warmed_tx, warmed_rx) = std::sync::mpsc::channel::<()>();
+            let shared = Arc::new(Shared {
+                backend,
+                info,
+                settings,
+                buckets,
+                batches: std::sync::Mutex::new(batches),
+                outcomes,
+                ready,
+                shutdown,
+                open: Open::default(),
+            });
+            let extra: Vec<_> = (1..instances)
+                .filter_map(|i| {
+                    let shared = shared.clone();
+                    let warmed = warmed_tx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("autotag-infer-{i}"))
+                        .spawn(move || {
+                            let _no_grad = autotag_model::torch::no_grad_guard();
+                            let sh = &shared;
+                            if let Err(e) =
+                                warm_up(sh.backend.as_ref(), sh.info.side, &sh.buckets, sh.settings.warmup_runs)
+                            {
+                                warn!(error = %e, instance = i, "warm-up failed on a model instance thread");
+                            }
+                            let _ = warmed.send(());
+                            run_loop(sh);
+                        })
+                        .inspect_err(|e| error!(error = %e, "cannot start a model instance thread"))
+                        .ok()
+                })
+                .collect();
+            drop(warmed_tx);
+            for _ in 0..extra.len() {
+                let _ = warmed_rx.recv();
+            }
+            let warm_s = t.elapsed().as_secs_f64() - load_s;
+            metrics::gauge!(telemetry::MODEL_WARMUP_SECONDS).set(warm_s);
+            info!(model = %shared.info.model.name, version = %shared.info.model.version, device = %shared.info.device,
+                  instances, load_s, warm_s, buckets = ?shared.buckets, "model ready");
+            let _ = ready_tx.send(Ok(shared.info.clone()));
+            run_loop(&shared);
+            for h in extra {
+                let _ = h.join();
+            }
+            info!("infer threads drained");
+        })
+        .expect("spawning the infer thread");
+    (handle, ready_rx)
+}
+
+/// What the model instance threads share.
+struct Shared {
+    backend: Arc<dyn Backend>,
+    info: ModelInfo,
+    settings: InferSettings,
+    buckets: Vec<usize>,
+    batches: std::sync::Mutex<mpsc::Receiver<Batch>>,
+    outcomes: mpsc::Sender<Outcome>,
+    ready: Arc<Semaphore>,
+    shutdown: Shutdown,
+    open: Open,
+}
+
+fn run_loop(sh: &Shared) {
+    let frame = (sh.info.side as usize).pow(2) * 3;
+    let num_tags = sh.backend.num_tags();
+    loop {
+        // Tell the batcher a model instance is free: it sends the open batch now.
+        sh.ready.add_permits(1);
+        let next = sh.batches.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+        let Some(mut batch) = next else { break };
+        if sh.shutdown.is_aborted() {
+            // Abandoned: these records are not committed and will be redone.
+            // Stopping here (not mid-forward) lets the process exit cleanly.
+            break;
+        }
+        let t = Instant::now();
+        let padded = bucket_for(&sh.buckets, batch.n);
+        batch.data.resize(padded * frame, 0);
+        // One retry: a transient device error should not dead-letter a batch.
+        let result = sh.backend.forward(&batch.data, padded).or_else(|e| {
+            warn!(error = %e, "forward failed; retrying once");
+            sh.backend.forward(&batch.data, padded)
+        });
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "infer").record(t.elapsed().as_secs_f64());
+        let mut done = Vec::new();
+        {
+            let mut open = sh.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut row = 0;
+            for part in batch.parts {
+                let p = open.entry(part.gif).or_insert_with(|| Pending {
+                    acc: Accumulator::new(num_tags, part.total_frames),
+                    job: None,
+                    failed: None,
+                });
+                match &result {
+                    Ok(scores) => {
+                        for r in row..row + part.frames {
+                            p.acc.add_frame(&scores[r * num_tags..(r + 1) * num_tags]);
+                        }
+                    }
+                    Err(e) => {
+                        // Count the frames anyway so the GIF completes (as a failure).
+                        for _ in 0..part.frames {
+                            p.acc.add_frame(&[]);
+                        }
+                        p.failed = Some(e.to_string());
+                    }
+                }
+                row += part.frames;
+                if part.job.is_some() {
+                    p.job = part.job;
+                }
+                if p.job.is_some() && p.acc.is_complete() {
+                    done.extend(open.remove(&part.gif));
+                }
+            }
+        }
+        for p in done {
+            let Some(job) = p.job else { continue };
+            let outcome = match p.failed {
+                None => finish(job, &p.acc, &sh.info, &sh.settings),
+                Some(e) => {
+                    error!(error = %e, gif_id = %job.upload.event.gif_id, "inference failed");
+                    Outcome::failed(job.ticket, Stage::Infer, autotag_contract::Reason::InferenceFailed, e)
+                }
+            };
+            if sh.outcomes.blocking_send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn finish(job: Job, acc: &Accumulator, info: &ModelInfo, settings: &InferSettings) -> Outcome {
+    let tags = top_tags(&acc.means(), &info.tags, settings.top_k, settings.threshold);
+    Outcome::Tagged { job, tags, frames: acc.frames() }
+}

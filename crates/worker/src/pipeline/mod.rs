@@ -1,0 +1,91 @@
+//! The tagging pipeline: one module per stage, joined by bounded channels.
+//!
+//! ```text
+//!  source ──Job──► fetch ──Fetched──► decode ──Decoded──► batch ──Batch──► infer
+//!    │               │                  │                                   │
+//!    └──────────────►┴──────────────────┴────────── Outcome ──────────────► publish
+//!                                                                          │
+//!    source ◄──────────── offset completions (contiguous watermark) ◄──────┘
+//! ```
+//!
+//! Every consumed record travels with a [`Ticket`]. The ticket owns a permit
+//! of the in-flight semaphore (the worker's memory bound) and knows the
+//! record's partition/offset. Exactly one [`Outcome`] is produced per ticket,
+//! a suggestion or a dead letter; `publish` marks the offset done only after
+//! the broker acknowledged that outcome, and `source` commits only the
+//! contiguous prefix of done offsets. A ticket dropped without an outcome
+//! (shutdown, revoked partition) simply never commits: the record is
+//! re-delivered.
+
+pub mod batch;
+pub mod decode;
+pub mod fetch;
+pub mod infer;
+pub mod publish;
+pub mod source;
+
+use std::time::Instant;
+
+use autotag_contract::{Reason, RecordOrigin, Source, Stage, TagScore, ValidUpload};
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Identity of a consumed record and what a dead letter needs of it.
+#[derive(Debug)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Record {
+    pub fn origin(&self) -> RecordOrigin {
+        RecordOrigin {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// A consumed record's passage through the pipeline (see the module docs).
+#[derive(Debug)]
+pub struct Ticket {
+    pub record: Record,
+    /// Partition-assignment generation at consumption; completions from an
+    /// older generation (the partition was revoked meanwhile) are ignored.
+    pub generation: u64,
+    pub consumed_at: Instant,
+    pub source: Source,
+    pub(crate) _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Ticket {
+    /// Mark this ticket's record finished (its outcome is durably written).
+    pub fn complete(&self, offsets: &autotag_infra::offsets::Offsets) {
+        let r = &self.record;
+        offsets.complete(&r.topic, r.partition, r.offset, self.generation);
+    }
+}
+
+/// A valid upload on its way to the model.
+#[derive(Debug)]
+pub struct Job {
+    pub ticket: Ticket,
+    pub upload: ValidUpload,
+}
+
+/// The one result per consumed record.
+#[derive(Debug)]
+pub enum Outcome {
+    Tagged { job: Job, tags: Vec<TagScore>, frames: usize },
+    Failed { ticket: Ticket, stage: Stage, reason: Reason, message: String },
+}
+
+impl Outcome {
+    pub fn failed(ticket: Ticket, stage: Stage, reason: Reason, message: impl Into<String>) -> Self {
+        Outcome::Failed { ticket, stage, reason, message: message.into() }
+    }
+}

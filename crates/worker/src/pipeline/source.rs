@@ -1,0 +1,155 @@
+//! Source: consume upload events, register their offsets, commit the contiguous watermark
+//! (`autotag_infra::offsets`; a commit counts once the broker confirmed it,
+//! `autotag_infra::consumer`).
+//!
+//! Backpressure: each record takes a permit of the in-flight semaphore and
+//! holds it until its outcome is acknowledged. When no permit comes within
+//! `pause_after_ms`, the assigned partitions are paused (the consumer keeps
+//! polling, so the group membership stays alive) and resumed when capacity
+//! returns. Waiting a little before pausing avoids flapping: every pause
+//! discards librdkafka's prefetched messages.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autotag_contract::{Source, Stage, parse_upload};
+use autotag_infra::consumer::{GroupConsumer, commit_watermark};
+use autotag_infra::offsets::Offsets;
+use autotag_infra::shutdown::Shutdown;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, info, warn};
+
+use super::{Job, Outcome, Record, Ticket};
+use crate::telemetry;
+
+/// Everything the source loop needs.
+pub struct SourceStage {
+    pub consumer: Arc<GroupConsumer>,
+    pub offsets: Offsets,
+    pub in_flight: Arc<Semaphore>,
+    /// Free permits needed to resume after a pause.
+    pub resume_at: usize,
+    pub pause_after: Duration,
+    pub commit_interval: Duration,
+    pub source: Source,
+    pub jobs: mpsc::Sender<Job>,
+    pub outcomes: mpsc::Sender<Outcome>,
+    pub shutdown: Shutdown,
+}
+
+impl SourceStage {
+    /// Consume until shutdown. Returns when stopping; dropping `jobs` and
+    /// `outcomes` then lets the downstream stages drain.
+    pub async fn run(mut self) {
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut paused = false;
+        // Records that arrived while paused (already fetched, or from a
+        // partition assigned during the pause). Bounded by librdkafka's
+        // prefetch: every arrival re-pauses the whole assignment.
+        let mut held: VecDeque<OwnedMessage> = VecDeque::new();
+        loop {
+            // 1. Capacity: take a permit, pausing the partitions if it takes too long.
+            let permit = match self.in_flight.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let waited = Instant::now();
+                    let permit = loop {
+                        tokio::select! {
+                            p = self.in_flight.clone().acquire_owned() => break p.ok(),
+                            _ = commit_tick.tick() => { let _ = commit_watermark(&self.consumer, &self.offsets, CommitMode::Async); },
+                            _ = self.shutdown.stopped() => break None,
+                            // Keep polling while paused: it serves the group protocol and
+                            // max.poll.interval.ms, however long the pressure lasts.
+                            m = self.consumer.recv(), if paused => match m {
+                                Ok(m) => {
+                                    held.push_back(m.detach());
+                                    self.set_paused(true);
+                                }
+                                Err(e) => warn!(error = %e, "consumer error while paused"),
+                            },
+                            _ = tokio::time::sleep(self.pause_after), if !paused => {
+                                self.set_paused(true);
+                                paused = true;
+                                debug!(after = ?waited.elapsed(), "paused for backpressure");
+                            }
+                        }
+                    };
+                    match permit {
+                        Some(p) => p,
+                        None => break,
+                    }
+                }
+            };
+            // 2. A record: one held back while paused, or the next one. While
+            // paused, resume only once half the capacity is free again
+            // (hysteresis: pause/resume flapping discards librdkafka's prefetch).
+            let msg = match held.pop_front() {
+                Some(m) => Some(m),
+                None => loop {
+                    if paused && self.in_flight.available_permits() + 1 >= self.resume_at {
+                        self.set_paused(false);
+                        paused = false;
+                        debug!("resumed");
+                    }
+                    tokio::select! {
+                        m = self.consumer.recv() => match m {
+                            Ok(m) => break Some(m.detach()),
+                            Err(e) => warn!(error = %e, "consumer error"),
+                        },
+                        _ = commit_tick.tick() => { let _ = commit_watermark(&self.consumer, &self.offsets, CommitMode::Async); },
+                        _ = self.shutdown.stopped() => break None,
+                        _ = tokio::time::sleep(Duration::from_millis(20)), if paused => {}
+                    }
+                },
+            };
+            let Some(msg) = msg else { break };
+            if !self.dispatch(msg, permit).await {
+                break;
+            }
+        }
+        if paused {
+            self.set_paused(false);
+        }
+        info!(pending = self.offsets.lock().pending(), "source stopped consuming");
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else { return };
+        let r = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        if let Err(e) = r {
+            warn!(error = %e, pause, "pause/resume failed");
+        }
+        metrics::gauge!(telemetry::CONSUMER_PAUSED).set(if pause { 1.0 } else { 0.0 });
+    }
+
+    /// Register the record and send it on; false when downstream is gone.
+    async fn dispatch(&mut self, msg: OwnedMessage, permit: tokio::sync::OwnedSemaphorePermit) -> bool {
+        metrics::counter!(telemetry::EVENTS_CONSUMED).increment(1);
+        let generation = self.offsets.lock().register(msg.topic(), msg.partition(), msg.offset());
+        let record = Record {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: msg.payload().map(<[u8]>::to_vec),
+        };
+        let parsed = parse_upload(record.payload.as_deref());
+        let ticket =
+            Ticket { record, generation, consumed_at: Instant::now(), source: self.source, _permit: Some(permit) };
+        match parsed {
+            Ok(upload) => {
+                debug!(gif_id = %upload.event.gif_id, offset = ticket.record.offset, "consumed");
+                self.jobs.send(Job { ticket, upload }).await.is_ok()
+            }
+            Err(e) => {
+                warn!(partition = ticket.record.partition, offset = ticket.record.offset, error = %e, "invalid upload event");
+                let reason = e.reason();
+                self.outcomes.send(Outcome::failed(ticket, Stage::Source, reason, e.to_string())).await.is_ok()
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `autotag worker`: wire the stages together, run until a signal, shut down
+//! cleanly.
+//!
+//! Start-up order matters for readiness: the model is loaded and warmed up
+//! *before* the consumer joins the group, so partitions are never assigned to
+//! a worker that cannot serve them yet.
+//!
+//! Shutdown (SIGTERM/SIGINT): the source stops consuming and drops its
+//! senders; each stage drains and closes the next channel; publish finishes
+//! its acknowledgements. If that takes longer than `shutdown.deadline_ms`,
+//! the remaining work is abandoned (not committed, so it is redone by the
+//! next owner). Then the contiguous watermark is committed synchronously (re-sent
+//! if it fails) and the consumer leaves the group.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use autotag_contract::Source;
+use autotag_infra::consumer::{self, commit_final};
+use autotag_infra::kafka;
+use autotag_infra::offsets::Offsets;
+use autotag_infra::s3::{self, ByteBudget};
+use autotag_infra::shutdown::{Shutdown, ShutdownController};
+use autotag_infra::telemetry::{self as infra_telemetry, CONSUMER_JOINED, Health};
+use gifcodec::SampleSpec;
+use rdkafka::consumer::Consumer;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{info, warn};
+
+use crate::config::WorkerConfig;
+use crate::pipeline::batch::{BatchStage, Batcher};
+use crate::pipeline::decode::DecodeStage;
+use crate::pipeline::fetch::FetchStage;
+use crate::pipeline::infer::{self, InferSettings};
+use crate::pipeline::publish::PublishStage;
+use crate::pipeline::source::SourceStage;
+use crate::telemetry;
+
+/// Run the worker until `stop` resolves (a signal in production).
+pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let health = Arc::new(Health::new(&[telemetry::MODEL_READY, CONSUMER_JOINED]));
+    if !cfg.metrics.listen.is_empty() {
+        let handle = infra_telemetry::install_metrics(telemetry::BUCKETS).context("installing the metrics recorder")?;
+        telemetry::describe();
+        let addr = infra_telemetry::serve_http(&cfg.metrics.listen, handle, health.clone())
+            .await
+            .with_context(|| format!("binding the metrics endpoint {}", cfg.metrics.listen))?;
+        info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    let (ctl, shutdown) = ShutdownController::new();
+    let cap = cfg.pipeline.channel_capacity;
+    let decode_threads = cfg.decode_threads();
+
+    // Model first: readiness requires it, and it tells us the input size.
+    // One batch in the channel at most: the batcher sends only when the
+    // model is free (`ready`), so the open batch fills while it is busy.
+    let (batch_tx, batch_rx) = mpsc::channel(1);
+    let model_free = Arc::new(Semaphore::new(0));
+    let (outcome_tx, outcome_rx) = mpsc::channel(cap);
+    let model_cfg = cfg.model.clone();
+    let (infer_thread, ready) = infer::spawn(
+        move || autotag_model::load_torch(&model_cfg),
+        InferSettings {
+            top_k: cfg.model.top_k,
+            threshold: cfg.model.threshold,
+            max_batch: cfg.batch.max_batch,
+            instances: cfg.model.instances,
+            warmup_runs: 3,
+        },
+        batch_rx,
+        outcome_tx.clone(),
+        model_free.clone(),
+        shutdown.clone(),
+    );
+    let info = ready.await.context("infer thread died")?.context("loading the model")?;
+    health.set(telemetry::MODEL_READY, true);
+
+    let s3 = s3::create_client(&cfg.s3).await;
+    let producer = kafka::create_producer(&cfg.kafka).context("creating the Kafka producer")?;
+    let offsets = Offsets::default();
+    let consumer = consumer::create_consumer(&cfg.kafka, &cfg.kafka.group_id, offsets.clone(), health.clone())
+        .context("creating the Kafka consumer")?;
+    consumer::subscribe(&consumer, &[&cfg.kafka.topics.uploads]).context("subscribing")?;
+    info!(topic = %cfg.kafka.topics.uploads, group = %cfg.kafka.group_id, "consuming");
+
+    let (job_tx, job_rx) = mpsc::channel(cap);
+    let (fetched_tx, fetched_rx) = mpsc::channel(decode_threads * 2);
+    let (decoded_tx, decoded_rx) = mpsc::channel(decode_threads * 2);
+
+    let publish = tokio::spawn(
+        PublishStage {
+            producer,
+            suggestions_topic: cfg.kafka.topics.suggestions.clone(),
+            dead_letter_topic: cfg.kafka.topics.dead_letters.clone(),
+            model: info.model.clone(),
+            offsets: offsets.clone(),
+            retry: cfg.retry.clone(),
+            health: health.clone(),
+            outcomes: outcome_rx,
+            max_pending: cfg.pipeline.max_in_flight,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(
+        BatchStage {
+            batcher: Batcher::new(cfg.batch.max_batch, info.side),
+            max_delay: cfg.batch.max_delay,
+            decoded: decoded_rx,
+            batches: batch_tx,
+            ready: model_free,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(
+        DecodeStage {
+            threads: decode_threads,
+            spec: SampleSpec { frames: cfg.frames.per_gif, size: info.side },
+            limits: cfg.limits.clone(),
+            timeout: cfg.pipeline.decode_timeout,
+            fetched: fetched_rx,
+            decoded: decoded_tx,
+            outcomes: outcome_tx.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(
+        FetchStage {
+            client: s3,
+            s3: cfg.s3.clone(),
+            retry: cfg.retry.clone(),
+            health: health.clone(),
+            jobs: job_rx,
+            fetched: fetched_tx,
+            outcomes: outcome_tx.clone(),
+            shutdown: shutdown.clone(),
+            budget: ByteBudget::new(cfg.s3.max_bytes_in_flight),
+        }
+        .run(),
+    );
+    let in_flight = Arc::new(Semaphore::new(cfg.pipeline.max_in_flight));
+    let source_task = tokio::spawn(
+        SourceStage {
+            consumer: consumer.clone(),
+            offsets: offsets.clone(),
+            in_flight: in_flight.clone(),
+            resume_at: (cfg.pipeline.max_in_flight / 2).max(1),
+            pause_after: cfg.pipeline.pause_after,
+            commit_interval: cfg.kafka.commit_interval,
+            source: Source::Live,
+            jobs: job_tx,
+            // The last sender: when the source stops, the pipeline drains.
+            outcomes: outcome_tx,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    let gauge = {
+        let in_flight = in_flight.clone();
+        let max = cfg.pipeline.max_in_flight;
+        tokio::spawn(async move {
+            loop {
+                metrics::gauge!(telemetry::IN_FLIGHT).set((max - in_flight.available_permits()) as f64);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    tokio::select! {
+        _ = stop => info!("shutdown requested"),
+        r = source_task => warn!(result = ?r, "source stopped on its own"),
+    }
+    let started = Instant::now();
+    ctl.stop();
+    let deadline = cfg.shutdown.deadline;
+    drain(publish, deadline, &ctl, shutdown).await;
+    gauge.abort();
+    // The final commit is re-sent while the rest of the deadline allows (drain leaves ~1.5 s).
+    let consumer_for_commit = consumer.clone();
+    let offsets_for_commit = offsets.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        commit_final(&consumer_for_commit, &offsets_for_commit, 3, Duration::from_millis(200))
+    })
+    .await;
+    let pending = offsets.lock().pending();
+    // Leaving the group now hands the partitions over at once instead of
+    // after the session timeout.
+    consumer.unsubscribe();
+    drop(consumer);
+    // Let the infer thread finish its current forward pass: exiting the
+    // process while libtorch is mid-forward crashes in its static
+    // destructors. One batch takes well under a second.
+    let waited = Instant::now();
+    while !infer_thread.is_finished() && waited.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if infer_thread.is_finished() {
+        let _ = infer_thread.join();
+    } else {
+        warn!("infer thread still busy at exit");
+    }
+    info!(elapsed = ?started.elapsed(), abandoned = pending, "worker stopped");
+    Ok(())
+}
+
+/// Wait for the publish stage to finish, abandoning in-flight work at the
+/// deadline. Leaves a little of the deadline for the final commit.
+async fn drain(
+    publish: tokio::task::JoinHandle<()>,
+    deadline: Duration,
+    ctl: &ShutdownController,
+    _shutdown: Shutdown,
+) {
+    let grace = deadline.saturating_sub(Duration::from_millis(1500)).max(Duration::from_millis(100));
+    let mut publish = publish;
+    match tokio::time::timeout(grace, &mut publish).await {
+        Ok(_) => info!("pipeline drained"),
+        Err(_) => {
+            warn!(?grace, "shutdown deadline reached; abandoning in-flight work (it will be redone)");
+            ctl.abort();
+            let _ = tokio::time::timeout(Duration::from_millis(500), publish).await;
+        }
+    }
+}
