@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Pillow baseline for `autotag bench decode`: the same work as autotag's decode + sample + resize.
+"""Pillow baseline for `autotag-bench decode`: the same work as autotag's decode + sample + resize.
 
 For every GIF (read into memory once, like the worker holds the S3 body): open it, count its
 frames (`n_frames`, which walks the blocks without decoding, like autotag's scan pass), pick the

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use autotag_infra::config::{self, ConfigError};
+use autotag_infra::config::{self, ConfigArgs, ConfigError};
 use autotag_ops::{OpsCommand, OpsConfig};
 use autotag_worker::WorkerConfig;
 use clap::{Parser, Subcommand};
@@ -15,10 +15,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML). Every key can be overridden by an environment variable
-    /// AUTOTAG__SECTION__KEY.
-    #[arg(long, short, global = true, env = "AUTOTAG_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,7 +34,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     autotag_infra::telemetry::init_logging();
-    let path = cli.config.as_deref();
+    let path = cli.config.config.as_deref();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = match cli.command {
         Command::Worker => {

@@ -143,6 +143,8 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
         "autotag_batch_size_frames_bucket",
         "autotag_stage_duration_seconds_bucket",
         "autotag_model_warmup_seconds",
+        // Counted from the commit callback: only commits the broker confirmed.
+        "autotag_offset_commits_total",
     ] {
         assert!(metrics.contains(name), "metric {name} missing from /metrics:\n{metrics}");
     }

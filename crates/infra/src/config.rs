@@ -53,6 +53,25 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The `--config FILE` flag every binary takes (also `AUTOTAG_CONFIG`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Every key can be overridden by an environment variable
+    /// AUTOTAG__SECTION__KEY.
+    #[arg(long, short, global = true, env = "AUTOTAG_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// [`load`] from the flag's file (or defaults and the environment alone).
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn load<T: ServiceConfig>(&self) -> Result<T, ConfigError> {
+        load(self.config.as_deref())
+    }
+}
+
 /// A service's configuration tree.
 pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
     /// The top-level sections this service reads (each must be in [`ALL_SECTIONS`]).

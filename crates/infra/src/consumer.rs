@@ -2,12 +2,16 @@
 //! commits the contiguous watermark of [`Offsets`] — recording a commit only once the broker
 //! confirmed it.
 //!
-//! Auto-commit and auto offset store are off. [`commit_watermark`] sends the committable
-//! offsets; with [`CommitMode::Async`] they are marked committed by the commit callback when the
-//! broker acknowledges them, and a failed commit leaves them committable, so the next tick sends
-//! them again (commits are idempotent). [`commit_final`] is the synchronous commit at shutdown,
-//! re-sent until it succeeds or its attempts run out. `autotag_offset_commits_total` counts
-//! confirmed commits, `autotag_offset_commit_failures_total` failed ones.
+//! Auto-commit and auto offset store are off. Commits are synchronous, so that their result is
+//! known: librdkafka reports the outcome of a manual *asynchronous* commit to nobody unless an
+//! `offset_commit_cb` is configured, which rust-rdkafka's event API does not do (measured: the
+//! callback never fired; librdkafka `rd_kafka_cgrp_propagate_commit_result`). To keep the
+//! consumer loop free, [`Committer`] runs one commit at a time on a blocking thread.
+//! [`commit_watermark`] records offsets as committed only when the broker confirmed them; a
+//! failed commit leaves them committable, so the next tick sends them again (commits are
+//! idempotent). [`commit_final`] is the commit at shutdown, re-sent until it succeeds or its
+//! attempts run out. `autotag_offset_commits_total` counts confirmed commits,
+//! `autotag_offset_commit_failures_total` failed ones.
 //!
 //! On revocation the finished part of the revoked partitions is committed synchronously before
 //! they move to another member, and the partitions are forgotten: late completions of their
@@ -29,29 +33,6 @@ use crate::telemetry::{self, Health};
 pub struct GroupContext {
     offsets: Offsets,
     health: Arc<Health>,
-}
-
-impl GroupContext {
-    /// Record a commit the broker confirmed: per partition, unless that partition reported an
-    /// error of its own.
-    fn confirmed(&self, tpl: &TopicPartitionList) {
-        let mut ok = Vec::new();
-        for e in tpl.elements() {
-            match (e.error(), e.offset()) {
-                (Ok(()), Offset::Offset(o)) => ok.push((e.topic().to_owned(), e.partition(), o)),
-                (Err(err), _) => {
-                    warn!(topic = e.topic(), partition = e.partition(), error = %err, "offset commit failed for a partition; it will be re-sent");
-                    metrics::counter!(telemetry::COMMIT_FAILURES).increment(1);
-                }
-                _ => {}
-            }
-        }
-        if !ok.is_empty() {
-            debug!(offsets = ?ok, "commit confirmed");
-            metrics::counter!(telemetry::COMMITTED_OFFSETS).increment(1);
-            self.offsets.lock().mark_committed(&ok);
-        }
-    }
 }
 
 impl ClientContext for GroupContext {}
@@ -85,16 +66,6 @@ impl ConsumerContext for GroupContext {
                 tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             info!(partitions = ?parts, "partitions assigned");
             self.health.set(telemetry::CONSUMER_JOINED, true);
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => self.confirmed(offsets),
-            Err(e) => {
-                metrics::counter!(telemetry::COMMIT_FAILURES).increment(1);
-                warn!(error = %e, "offset commit failed; it will be re-sent");
-            }
         }
     }
 }
@@ -149,29 +120,34 @@ pub(crate) fn to_tpl(offsets: &[(String, i32, i64)]) -> TopicPartitionList {
     tpl
 }
 
-/// Send a commit of every partition whose watermark moved past its confirmed commit.
-///
-/// Async: returns at once; the commit callback records the commit when the broker confirms it.
-/// Sync: waits for the broker and records the commit when it succeeded.
+/// Commit every partition whose watermark moved past its confirmed commit, synchronously
+/// (blocks until the broker answered), and record it when the broker confirmed it. Any
+/// partition's error fails the whole commit (librdkafka `rd_kafka_handle_OffsetCommit`), so
+/// nothing unconfirmed is ever recorded.
 ///
 /// # Errors
-/// The commit could not be sent, or (sync) the broker refused it; the offsets stay committable.
-pub fn commit_watermark(consumer: &GroupConsumer, offsets: &Offsets, mode: CommitMode) -> KafkaResult<()> {
+/// The broker refused the commit or could not be reached; the offsets stay committable.
+pub fn commit_watermark(consumer: &GroupConsumer, offsets: &Offsets) -> KafkaResult<()> {
+    commit_with(offsets, |tpl| consumer.commit(tpl, CommitMode::Sync))
+}
+
+/// The bookkeeping of [`commit_watermark`] around any synchronous `send` of the offsets: record
+/// them only when `send` succeeded; count a failure and leave them committable otherwise.
+fn commit_with(offsets: &Offsets, send: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>) -> KafkaResult<()> {
     let todo = offsets.lock().committable();
     if todo.is_empty() {
         return Ok(());
     }
-    match consumer.commit(&to_tpl(&todo), mode) {
+    match send(&to_tpl(&todo)) {
         Ok(()) => {
-            if matches!(mode, CommitMode::Sync) {
-                metrics::counter!(telemetry::COMMITTED_OFFSETS).increment(1);
-                offsets.lock().mark_committed(&todo);
-            }
-            debug!(offsets = ?todo, ?mode, "commit sent");
+            metrics::counter!(telemetry::COMMITTED_OFFSETS).increment(1);
+            offsets.lock().mark_committed(&todo);
+            debug!(offsets = ?todo, "committed");
             Ok(())
         }
         Err(e) => {
             metrics::counter!(telemetry::COMMIT_FAILURES).increment(1);
+            offsets.lock().note_commit_failure();
             warn!(error = %e, "offset commit failed; it will be re-sent");
             Err(e)
         }
@@ -182,7 +158,7 @@ pub fn commit_watermark(consumer: &GroupConsumer, offsets: &Offsets, mode: Commi
 /// until it succeeds or `attempts` ran out. Returns whether every finished offset is committed.
 pub fn commit_final(consumer: &GroupConsumer, offsets: &Offsets, attempts: u32, pause: Duration) -> bool {
     for attempt in 1..=attempts.max(1) {
-        match commit_watermark(consumer, offsets, CommitMode::Sync) {
+        match commit_watermark(consumer, offsets) {
             Ok(()) => return true,
             Err(e) if attempt < attempts => {
                 warn!(attempt, error = %e, "final commit failed; re-sending");
@@ -194,4 +170,71 @@ pub fn commit_final(consumer: &GroupConsumer, offsets: &Offsets, attempts: u32, 
         }
     }
     false
+}
+
+/// Runs [`commit_watermark`] on a blocking thread, one commit at a time, so that the consumer
+/// loop never waits for the broker. A tick while a commit is in flight does nothing: the next
+/// tick after it sends whatever is committable then.
+#[derive(Clone)]
+pub struct Committer {
+    consumer: Arc<GroupConsumer>,
+    offsets: Offsets,
+    in_flight: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Committer {
+    /// A committer of `consumer`'s watermark in `offsets`.
+    pub fn new(consumer: Arc<GroupConsumer>, offsets: Offsets) -> Self {
+        Self { consumer, offsets, in_flight: Arc::default() }
+    }
+
+    /// Start a commit unless one is in flight. Must be called within a Tokio runtime.
+    pub fn tick(&self) {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = commit_watermark(&this.consumer, &this.offsets);
+            this.in_flight.store(false, Ordering::Release);
+        });
+    }
+
+    /// Whether a commit is running.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    /// A commit the broker refuses (faked at the send: Tansu accepts every OffsetCommit, see
+    /// `tests/commit.rs`) is not recorded, is counted, and the next commit sends the same offsets.
+    #[test]
+    fn a_failed_commit_is_not_recorded_and_is_re_sent() {
+        let offsets = Offsets::default();
+        let g = offsets.lock().register("t", 0, 10);
+        offsets.complete("t", 0, 10, g);
+        let mut sent = Vec::new();
+        let refused = commit_with(&offsets, |tpl| {
+            sent.push(tpl.to_topic_map());
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress))
+        });
+        assert!(refused.is_err());
+        assert_eq!(offsets.lock().committable(), vec![("t".to_owned(), 0, 11)], "a refused commit was recorded");
+        assert_eq!(offsets.lock().commit_failures(), 1);
+        commit_with(&offsets, |tpl| {
+            sent.push(tpl.to_topic_map());
+            Ok(())
+        })
+        .expect("confirmed");
+        assert_eq!(sent[0], sent[1], "the second commit re-sends the refused offsets");
+        assert!(offsets.lock().committable().is_empty(), "a confirmed commit is recorded");
+        // Nothing new: no commit is sent at all.
+        commit_with(&offsets, |_| panic!("nothing to commit")).expect("no-op");
+    }
 }

@@ -39,6 +39,8 @@ impl PartitionState {
 pub struct OffsetTracker {
     partitions: HashMap<(String, i32), PartitionState>,
     generation_counter: u64,
+    /// Commits the broker refused or that could not be sent (their offsets stay committable).
+    commit_failures: u64,
 }
 
 impl OffsetTracker {
@@ -111,6 +113,17 @@ impl OffsetTracker {
             }
         }
         out
+    }
+
+    /// A commit failed: nothing was recorded, so its offsets are sent again by the next commit.
+    pub fn note_commit_failure(&mut self) {
+        self.commit_failures += 1;
+    }
+
+    /// Commits that failed so far (for tests and logs; the metric is
+    /// `autotag_offset_commit_failures_total`).
+    pub fn commit_failures(&self) -> u64 {
+        self.commit_failures
     }
 
     /// Records consumed and not finished, all partitions.

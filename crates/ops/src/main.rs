@@ -1,9 +1,9 @@
 //! `autotag-ops`: the operator tools without libtorch (upload, watch, config).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use autotag_infra::config::ConfigArgs;
 use autotag_ops::{OpsCommand, OpsConfig};
 use clap::{Parser, Subcommand};
 
@@ -11,10 +11,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML). Every key can be overridden by an environment variable
-    /// AUTOTAG__SECTION__KEY.
-    #[arg(long, short, global = true, env = "AUTOTAG_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +28,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     autotag_infra::telemetry::init_logging();
-    let cfg: OpsConfig = autotag_infra::config::load(cli.config.as_deref()).context("loading configuration")?;
+    let cfg: OpsConfig = cli.config.load().context("loading configuration")?;
     let ok = match cli.command {
         Command::Config => {
             print!("{}", toml::to_string_pretty(&cfg)?);

@@ -99,6 +99,12 @@ pub struct Broker {
 impl Broker {
     pub async fn start(partitions: i32) -> Self {
         let port = free_port();
+        let b = Broker { port, _proc: Self::spawn(port) };
+        b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
+        b
+    }
+
+    fn spawn(port: u16) -> Proc {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(local_tool("tansu"))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
@@ -109,13 +115,24 @@ impl Broker {
             .expect("starting tansu");
         let proc = Proc(child);
         wait_for_port(port, Duration::from_secs(10));
-        let b = Broker { port, _proc: proc };
-        b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
-        b
+        proc
+    }
+
+    /// Start a fresh broker on the same port after [`Broker::kill`]. Memory storage: topics,
+    /// records and consumer groups are gone (re-create the topics).
+    pub fn restart(&mut self) {
+        self.kill();
+        self._proc = Self::spawn(self.port);
     }
 
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stop the broker now (SIGKILL): its clients see it go down.
+    pub fn kill(&mut self) {
+        let _ = self._proc.0.kill();
+        let _ = self._proc.0.wait();
     }
 
     /// The broker's process id (the benchmark charges its CPU time to the harness).
@@ -485,4 +502,36 @@ pub fn sorted_tags(s: &Value) -> Vec<String> {
 
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Run an operator binary (`autotag`, `autotag-ops`) with `args` and the environment variable
+/// `var=1`, against a broker and S3 endpoint where nothing listens: the run must fail on its
+/// configuration, not on the network. Returns (exit status success, stderr).
+pub fn run_with_env_var(binary: &Path, args: &[&str], var: &str) -> (bool, String) {
+    let out = Command::new(binary)
+        .args(args)
+        .env("AUTOTAG__KAFKA__BROKERS", "127.0.0.1:9")
+        .env(var, "1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+        .output()
+        .expect("running the binary");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The pass-through check of one operator binary: a librdkafka key that does not exist makes
+/// `upload` (producer keys) and `watch` (consumer keys) fail with an error naming it, so the
+/// operator's keys demonstrably reach every client the binary builds.
+pub fn assert_unknown_passthrough_keys_are_refused(binary: &Path) {
+    let gif = testdata("chelsea_static.gif");
+    let gif = gif.to_str().expect("utf-8 path");
+    let name = binary.display();
+    let (ok, err) = run_with_env_var(binary, &["upload", "--bucket", "b", gif], "AUTOTAG__KAFKA__PRODUCER__NOT_A_KEY");
+    assert!(!ok, "{name} upload accepted an unknown producer key");
+    assert!(err.contains("not.a.key"), "{name} upload: the error does not name the key:\n{err}");
+    let watch = ["watch", "--expect", "1", "--timeout-secs", "5"];
+    let (ok, err) = run_with_env_var(binary, &watch, "AUTOTAG__KAFKA__CONSUMER__NOT_A_KEY");
+    assert!(!ok, "{name} watch accepted an unknown consumer key");
+    assert!(err.contains("not.a.key"), "{name} watch: the error does not name the key:\n{err}");
 }

@@ -145,6 +145,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         SourceStage {
             consumer: consumer.clone(),
             offsets: offsets.clone(),
+            committer: consumer::Committer::new(consumer.clone(), offsets.clone()),
             in_flight: in_flight.clone(),
             resume_at: (cfg.pipeline.max_in_flight / 2).max(1),
             pause_after: cfg.pipeline.pause_after,

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autotag_contract::{Source, Stage, parse_upload};
-use autotag_infra::consumer::{GroupConsumer, commit_watermark};
+use autotag_infra::consumer::{Committer, GroupConsumer};
 use autotag_infra::offsets::Offsets;
 use autotag_infra::shutdown::Shutdown;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
@@ -29,6 +29,8 @@ use crate::telemetry;
 pub struct SourceStage {
     pub consumer: Arc<GroupConsumer>,
     pub offsets: Offsets,
+    /// Commits the watermark every `commit_interval`, off the consumer loop.
+    pub committer: Committer,
     pub in_flight: Arc<Semaphore>,
     /// Free permits needed to resume after a pause.
     pub resume_at: usize,
@@ -60,7 +62,7 @@ impl SourceStage {
                     let permit = loop {
                         tokio::select! {
                             p = self.in_flight.clone().acquire_owned() => break p.ok(),
-                            _ = commit_tick.tick() => { let _ = commit_watermark(&self.consumer, &self.offsets, CommitMode::Async); },
+                            _ = commit_tick.tick() => self.committer.tick(),
                             _ = self.shutdown.stopped() => break None,
                             // Keep polling while paused: it serves the group protocol and
                             // max.poll.interval.ms, however long the pressure lasts.
@@ -100,7 +102,7 @@ impl SourceStage {
                             Ok(m) => break Some(m.detach()),
                             Err(e) => warn!(error = %e, "consumer error"),
                         },
-                        _ = commit_tick.tick() => { let _ = commit_watermark(&self.consumer, &self.offsets, CommitMode::Async); },
+                        _ = commit_tick.tick() => self.committer.tick(),
                         _ = self.shutdown.stopped() => break None,
                         _ = tokio::time::sleep(Duration::from_millis(20)), if paused => {}
                     }
