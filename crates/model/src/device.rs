@@ -101,7 +101,7 @@ pub fn cpu_has_native_bf16() -> bool {
 }
 
 /// The precision `choice` runs at on CUDA (`cuda`) or on this CPU, before the model is
-/// loaded (a model without parameters then still runs fp32: [`TorchBackend::load`]).
+/// loaded (a model without parameters then still runs fp32: [`crate::TorchBackend::load`]).
 pub fn resolve_precision(choice: PrecisionChoice, cuda: bool) -> Precision {
     match choice {
         PrecisionChoice::Auto if cuda => Precision::Fp16,
