@@ -362,15 +362,20 @@ fn composite_with_clear(bytes: &[u8], scan: &scan::Scan, index: usize, clear: u8
     Ok(out)
 }
 
-/// Every frame of the animation as RGBA (`width * height * 4` bytes each, alpha 0 or 255) as
-/// shown while that frame is displayed; `(width, height, frames)`. A conformance probe: the
-/// production canvas has no alpha channel (transparent is black), so each frame is rendered
-/// twice with transparent pixels set to 0x00 and to 0xFF; a pixel that differs is transparent.
-/// Costs O(frames²) decoding: for small test files only.
-pub fn composite_rgba(bytes: &[u8], limits: &DecodeLimits) -> Result<(u32, u32, Vec<Vec<u8>>), DecodeError> {
+/// The first `max_frames` frames of the animation as RGBA (`width * height * 4` bytes each,
+/// alpha 0 or 255) as shown while that frame is displayed; `(width, height, frames)`. A
+/// conformance probe (tests, `examples/probe.rs`): the production canvas has no alpha channel
+/// (transparent is black), so each frame is rendered twice with transparent pixels set to 0x00
+/// and to 0xFF; a pixel that differs is transparent. Costs O(frames²) decoding: for small files.
+pub fn composite_rgba(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    max_frames: usize,
+) -> Result<(u32, u32, Vec<Vec<u8>>), DecodeError> {
     let scan = scan(bytes, limits)?;
-    let mut frames = Vec::with_capacity(scan.frames.len());
-    for i in 0..scan.frames.len() {
+    let n = scan.frames.len().min(max_frames);
+    let mut frames = Vec::with_capacity(n);
+    for i in 0..n {
         let (a, b) = (composite_with_clear(bytes, &scan, i, 0)?, composite_with_clear(bytes, &scan, i, 0xFF)?);
         let mut rgba = Vec::with_capacity(a.len() / 3 * 4);
         for (p, q) in a.chunks_exact(3).zip(b.chunks_exact(3)) {

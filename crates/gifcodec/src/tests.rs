@@ -801,7 +801,7 @@ fn lzw_data_too_short_is_drawn_as_far_as_it_goes() {
     b.push(0);
     b.push(b';');
     // One pixel (white) decoded; the rest of the frame stays transparent (black, alpha 0).
-    let (w, h, frames) = composite_rgba(&b, &DecodeLimits::default()).unwrap();
+    let (w, h, frames) = composite_rgba(&b, &DecodeLimits::default(), usize::MAX).unwrap();
     assert_eq!((w, h), (2, 2));
     assert_eq!(frames[0], [[255, 255, 255, 255], [0; 4], [0; 4], [0; 4]].concat());
     let s = decode_and_sample(&b, SPEC, &DecodeLimits::default()).unwrap();
@@ -890,10 +890,11 @@ fn conformance_corpus_matches_expected() {
             Some(reason) => {
                 let e = decode_and_sample(&bytes, SPEC, &limits).expect_err(&ctx);
                 assert_eq!(e.reason(), reason, "{ctx}: {e}");
-                assert!(composite_rgba(&bytes, &limits).is_err(), "{ctx}");
+                assert!(composite_rgba(&bytes, &limits, usize::MAX).is_err(), "{ctx}");
             }
             None => {
-                let (w, h, frames) = composite_rgba(&bytes, &limits).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                let (w, h, frames) =
+                    composite_rgba(&bytes, &limits, usize::MAX).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 assert_eq!((w, h), (q.width, q.height), "{ctx}: canvas size");
                 assert_eq!(frames.len(), q.frames.len(), "{ctx}: frame count");
                 for (i, (got, want)) in frames.iter().zip(&q.frames).enumerate() {
@@ -1006,7 +1007,7 @@ fn issue11_3_small_logical_screen_grows_to_the_first_frame() {
     // Later frames are clipped to the grown screen, not grown again.
     let mut b = encode(2, 2, Some(&PAL), &[f((0, 0, 2, 2), 1), f((0, 0, 4, 4), 2)]);
     b[6..10].copy_from_slice(&[1, 0, 1, 0]); // logical screen 1x1
-    let (w, h, frames) = composite_rgba(&b, &DecodeLimits::default()).unwrap();
+    let (w, h, frames) = composite_rgba(&b, &DecodeLimits::default(), usize::MAX).unwrap();
     assert_eq!((w, h), (2, 2));
     assert!(frames[1].chunks_exact(4).all(|p| p[..3] == GREEN && p[3] == 255));
 }
@@ -1020,7 +1021,7 @@ fn issue11_4_tracking_pixel_with_lzw_code_size_1_decodes() {
     assert_eq!((s.width, s.height, s.total_frames), (1, 1, 1));
     assert!(s.warnings.is_empty());
     // Index 0 is the transparent index: one transparent pixel (black on the RGB canvas).
-    assert_eq!(composite_rgba(&b, &DecodeLimits::default()).unwrap().2, [vec![0, 0, 0, 0]]);
+    assert_eq!(composite_rgba(&b, &DecodeLimits::default(), usize::MAX).unwrap().2, [vec![0, 0, 0, 0]]);
     assert!(s.rgb.iter().all(|&v| v == 0));
 }
 
@@ -1034,6 +1035,6 @@ fn issue11_5_no_colour_table_renders_black() {
     b.push(b';');
     let s = decode_and_sample(&b, SPEC, &DecodeLimits::default()).unwrap();
     assert_eq!((s.width, s.height), (320, 240));
-    let (_, _, frames) = composite_rgba(&b, &DecodeLimits::default()).unwrap();
+    let (_, _, frames) = composite_rgba(&b, &DecodeLimits::default(), usize::MAX).unwrap();
     assert!(frames[0].chunks_exact(4).all(|p| p == [0, 0, 0, 255]), "every index is opaque black");
 }
