@@ -15,13 +15,14 @@ const ANIMATED: [&str; 2] = ["chelsea_200x200_8f_interlaced.gif", "coffee_200x20
 
 async fn upload_corpus(s3: &S3Server) {
     s3.create_bucket(BUCKET).await;
-    for f in STATIC.iter().chain(ANIMATED.iter()).chain(["truncated_half.gif"].iter()) {
+    for f in STATIC.iter().chain(ANIMATED.iter()).chain(["truncated_first_frame.gif"].iter()) {
         s3.put(BUCKET, f, read(&testdata(f))).await;
     }
 }
 
 /// `n` events; every 20th is invalid, every 25th points at a missing
-/// object, every 30th at a truncated GIF, every 10th is animated.
+/// object, every 30th at a GIF cut before its first frame is complete (dead `truncated`), every
+/// 10th is animated.
 fn events(n: usize, prefix: &str) -> Vec<(String, String, Vec<u8>)> {
     (0..n)
         .map(|i| {
@@ -34,7 +35,7 @@ fn events(n: usize, prefix: &str) -> Vec<(String, String, Vec<u8>)> {
                 let key = if i % 25 == 3 {
                     "missing.gif"
                 } else if i % 30 == 11 {
-                    "truncated_half.gif"
+                    "truncated_first_frame.gif"
                 } else if i % 10 == 5 {
                     ANIMATED[i % 2]
                 } else {

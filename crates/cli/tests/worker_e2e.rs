@@ -16,6 +16,8 @@ struct Case {
     kind: String,
     expect_tags: Vec<String>,
     reason: Option<String>,
+    /// The suggestion's `warnings` (e.g. `["truncated"]` for a GIF cut after a complete frame).
+    warnings: Option<Value>,
 }
 
 fn manifest() -> Vec<Case> {
@@ -31,6 +33,7 @@ fn manifest() -> Vec<Case> {
                 .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
                 .unwrap_or_default(),
             reason: e["reason"].as_str().map(str::to_owned),
+            warnings: e.get("warnings").cloned(),
         })
         .collect()
 }
@@ -47,7 +50,7 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
 
     // (event_id, gif_id, expected outcome)
     enum Expect {
-        Tags(Vec<String>),
+        Tags(Vec<String>, Option<Value>),
         Dead { stage: &'static str, reason: String },
     }
     let mut expected: Vec<(String, String, Expect)> = Vec::new();
@@ -60,7 +63,7 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
         let payload = upload_event(&event_id, &gif_id, BUCKET, &key);
         schemas.upload.validate(&serde_json::from_slice(&payload).unwrap()).expect("test events follow the contract");
         let exp = if case.kind == "valid" {
-            Expect::Tags(case.expect_tags)
+            Expect::Tags(case.expect_tags, case.warnings)
         } else {
             Expect::Dead { stage: "decode", reason: case.reason.clone().expect("invalid files carry a reason") }
         };
@@ -105,7 +108,7 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
 
     for (event_id, gif_id, exp) in &expected {
         match exp {
-            Expect::Tags(tags) => {
+            Expect::Tags(tags, warnings) => {
                 let s = suggestions.get(event_id).unwrap_or_else(|| panic!("no suggestion for {gif_id}"));
                 assert_eq!(s["gif_id"], gif_id.as_str());
                 let got = sorted_tags(s);
@@ -114,6 +117,8 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
                 }
                 assert!(s["frames_sampled"].as_u64().unwrap() >= 1);
                 assert_eq!(s["source"], "live");
+                // Absent for a clean GIF, the decoder's warnings otherwise.
+                assert_eq!(s.get("warnings"), warnings.as_ref(), "{gif_id}: warnings");
             }
             Expect::Dead { stage, reason } => {
                 let d: Vec<_> = dead.iter().filter(|r| r.value["upload_event_id"] == event_id.as_str()).collect();

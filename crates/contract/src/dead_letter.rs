@@ -30,9 +30,15 @@ pub enum Reason {
     Truncated,
     /// A GIF with no frame (or no pixel) to show.
     NoFrames,
-    /// Invalid image data (LZW codes, block structure, palettes).
+    /// Invalid LZW codes in a frame's image data.
     CorruptImageData,
-    /// A frame lies entirely outside the logical screen.
+    /// A frame's LZW minimum code size is outside 1..=11.
+    InvalidLzwCodeSize,
+    /// Before the first frame, a byte that starts no GIF block.
+    InvalidBlock,
+    /// A frame lies entirely outside the logical screen. No longer produced by the decoder
+    /// (frames are clipped and the screen grows to the first frame, as in browsers); kept
+    /// so that earlier dead letters still parse.
     FrameOutOfBounds,
     /// The decoder failed for a reason that is not the input's (it panicked: a bug).
     DecodeFailed,
@@ -44,7 +50,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every code, in the order the schema and the README list them.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::InvalidEvent,
         Reason::ObjectNotFound,
         Reason::FetchRejected,
@@ -54,6 +60,8 @@ impl Reason {
         Reason::Truncated,
         Reason::NoFrames,
         Reason::CorruptImageData,
+        Reason::InvalidLzwCodeSize,
+        Reason::InvalidBlock,
         Reason::FrameOutOfBounds,
         Reason::DecodeFailed,
         Reason::Timeout,
@@ -72,6 +80,8 @@ impl Reason {
             Reason::Truncated => "truncated",
             Reason::NoFrames => "no_frames",
             Reason::CorruptImageData => "corrupt_image_data",
+            Reason::InvalidLzwCodeSize => "invalid_lzw_code_size",
+            Reason::InvalidBlock => "invalid_block",
             Reason::FrameOutOfBounds => "frame_out_of_bounds",
             Reason::DecodeFailed => "decode_failed",
             Reason::Timeout => "timeout",

@@ -42,6 +42,11 @@ pub struct Suggestion {
     pub source: Source,
     /// RFC 3339, when the suggestion was rendered.
     pub produced_at: String,
+    /// What was wrong with a GIF that was still tagged (e.g. `"truncated"`: the data ended
+    /// inside a block after at least one complete frame; the frames that decoded were tagged).
+    /// Absent for a clean GIF. Added without a schema version bump (new optional field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
 }
 
 impl Suggestion {
@@ -64,7 +69,14 @@ impl Suggestion {
             frames_sampled,
             source,
             produced_at: now_rfc3339(),
+            warnings: None,
         }
+    }
+
+    /// Sets [`Suggestion::warnings`]: `None` when `warnings` is empty.
+    pub fn with_warnings(mut self, warnings: &[&str]) -> Self {
+        self.warnings = (!warnings.is_empty()).then(|| warnings.iter().map(|w| (*w).to_owned()).collect());
+        self
     }
 }
 

@@ -16,12 +16,12 @@
 //!
 //! Decoding is therefore done in **two passes** over the in-memory bytes:
 //!
-//! 1. **Scan** ([`gif::DecodeOptions::skip_frame_decoding`] on): walk every block of the file without
-//!    LZW decompression. This counts the frames and records each frame's rectangle, disposal
-//!    method and transparency flag. Every limit in [`DecodeLimits`] is enforced here — screen
-//!    size, canvas pixels, frame count, per-frame pixels and the sum of frame areas that LZW would
-//!    have to produce — and a frame rectangle lying entirely outside the logical screen is
-//!    rejected. Structural damage (truncation, missing palettes, bad block types) is found here
+//! 1. **Scan** (the private `scan` module, our own block parser): walk every block of the file
+//!    without LZW decompression. This counts the frames and records each frame's rectangle,
+//!    disposal method, transparency, palette and data offsets, and applies the browsers' canvas
+//!    rule (below). Every limit in [`DecodeLimits`] is enforced here — screen size (also after
+//!    the canvas grows), canvas pixels, frame count, per-frame pixels and the sum of frame areas
+//!    that LZW would have to produce. Structural damage (truncation, stray bytes) is found here
 //!    too, so a hostile file costs one cheap linear walk and a few bytes per frame.
 //! 2. **Render**: choose `K` sample indices spread over the animation, then decode and composite
 //!    frames in order only up to the last sampled index. Only sampled frames are resized and
@@ -30,9 +30,8 @@
 //!    irrelevant, so when such a *key frame* lies between two samples the frames before it are
 //!    skipped without LZW decoding (full-frame GIFs then decode only the sampled frames).
 //!
-//! Both passes parse the block structure with the `gif` crate in `skip_frame_decoding` mode;
-//! the render pass takes each needed frame's compressed bytes from it and decompresses them
-//! with the small LZW decoder in the private `lzw` module below. That decoder stores dictionary
+//! The render pass takes each needed frame's compressed bytes at the offsets the scan recorded
+//! and decompresses them with the small LZW decoder in the private `lzw` module. That decoder stores dictionary
 //! entries as (position, length) references into the frame's own output and decodes a code as
 //! a short forward copy; on the test corpus it is 1.7–4× faster than the crate's decompressor,
 //! which took ~80% of the run time. Its output is checked against a textbook LZW decoder and
@@ -44,28 +43,36 @@
 //!
 //! # Compositing
 //!
-//! The `gif` crate only yields raw frames ([`gif::ColorOutput::Indexed`]); compositing is done here
-//! into an RGB canvas of the logical-screen size, row by row, touching only the part of the
-//! frame rectangle that lies on the screen:
+//! Compositing is done here into an RGB canvas of the logical-screen size, row by row, touching
+//! only the part of the frame rectangle that lies on the screen. The rules follow Chromium and
+//! Firefox; `docs/conformance.md` gives the source of each and the conformance corpus
+//! (`testdata/conformance/`) checks them pixel by pixel:
 //!
 //! * palette: the frame's local colour table if present, else the global one; indices beyond
-//!   the table's length are painted black;
+//!   the table's length, and every index of a frame with no colour table at all, are painted
+//!   black;
 //! * transparency: pixels equal to the frame's transparent index leave the canvas unchanged;
 //! * interlaced frames are de-interlaced while decoding (rows arrive in the 4-pass order);
-//! * frame rectangles partially outside the logical screen are clipped; a non-empty frame
-//!   entirely outside the screen is an error ([`DecodeError::FrameOutOfBounds`]);
-//! * disposal (applied after the frame is shown): *unspecified*/*keep* leave the canvas,
-//!   *background* clears the frame rectangle to transparent (like browsers do; the
-//!   background-colour index is ignored), *previous* restores the rectangle saved before the
-//!   frame was drawn.
+//! * **canvas rule** (Firefox `nsGIFDecoder2::ReadImageDescriptor`, shared by older
+//!   WebKit/Chromium `GIFImageReader`): when the first frame is wider or taller than the logical
+//!   screen (or the file is GIF87a), the screen takes the first frame's size and that frame's
+//!   offset becomes (0, 0); the grown screen must pass the same limits. Later frames are clipped
+//!   to the screen; one entirely outside it draws nothing. A frame with a zero width or height
+//!   takes the screen's size;
+//! * image data that ends before the frame rectangle is filled is drawn as far as it goes; the
+//!   rest of the rectangle is left as it was (transparent), as browsers do;
+//! * disposal (applied after the frame is shown): *unspecified*/*keep* (and the undefined values
+//!   5–7) leave the canvas, *background* clears the frame rectangle to transparent (like
+//!   browsers do; the background-colour index is ignored), *previous* (3, and 4 as in both
+//!   browsers) restores the rectangle saved before the frame was drawn.
 //!
 //! The canvas starts fully transparent. **Transparent (never painted or cleared) pixels are
 //! black (0, 0, 0) in the output**, so the canvas needs no alpha channel: "transparent" and
 //! "black" are the same bytes.
 //!
-//! A logical screen with a zero width or height (seen in some old encoders) takes that dimension
-//! from the bounding box of the frame rectangles, as browsers do; if that is still empty the
-//! file is rejected with [`DecodeError::EmptyImage`].
+//! A logical screen with a zero width or height (seen in some old encoders) grows to the first
+//! frame by the canvas rule; if the first frame is empty too the file is rejected with
+//! [`DecodeError::EmptyImage`].
 //!
 //! # Resizing
 //!
@@ -76,24 +83,27 @@
 //!
 //! # Strictness
 //!
-//! * Any end of data before the GIF trailer is [`DecodeError::Truncated`] — including a file
-//!   that only lacks the final `;` byte — except a clean end before any image: a complete
-//!   header followed only by complete extension blocks is [`DecodeError::NoFrames`] (as is a
-//!   header followed by the trailer).
-//! * A frame whose LZW data is invalid, or ends before its rectangle is filled, is
-//!   [`DecodeError::CorruptData`], as is an LZW minimum code size outside 2..=8. Extra LZW data
-//!   after the rectangle is filled is ignored, and the LZW end code is not required (many
-//!   encoders omit it).
+//! (Browsers show what they can; autotag tags what a browser shows. See `docs/conformance.md`.)
+//!
+//! * The end of data between blocks ends the file (the trailer is optional), and so does a byte
+//!   that starts no block (Chromium and Firefox: "proceed as if the file were correctly
+//!   terminated"). Extensions with unknown labels are skipped.
+//! * **One rule for cut files**: data that ends inside a block after at least one complete frame
+//!   keeps the frames (the cut one drawn as far as its data goes) and sets
+//!   [`SampledFrames::warnings`] to `["truncated"]`; with no complete frame it is
+//!   [`DecodeError::Truncated`]. A clean end before any image, or only junk, is
+//!   [`DecodeError::NoFrames`] / [`DecodeError::InvalidBlock`].
+//! * A frame whose LZW data holds an invalid code is [`DecodeError::CorruptData`]; an LZW
+//!   minimum code size outside 1..=11 is [`DecodeError::LzwCodeSize`]. Extra LZW data after the
+//!   rectangle is filled is ignored, and the LZW end code is not required (many encoders omit
+//!   it).
 //! * Frames after the last sampled one, and frames skipped because a later key frame repaints
 //!   the whole screen, are never LZW-decoded, so damage inside their image data is not detected.
 //!
 //! Output is deterministic for a given input and CPU (the resizer picks SIMD code paths at run
 //! time; different instruction sets may differ by rounding in the last bit).
 
-use std::num::NonZeroU64;
-
 use fast_image_resize as fr;
-use gif::MemoryLimit;
 
 mod lzw;
 mod render;
@@ -142,22 +152,6 @@ impl Default for DecodeLimits {
     }
 }
 
-impl DecodeLimits {
-    /// Memory limit handed to the `gif` crate, in bytes. The crate only buffers metadata (XMP,
-    /// ICC) and, in the render pass, one frame's *compressed* data (LZW needs at most 12 bits
-    /// per pixel): two bytes per canvas pixel, at least 1 MiB.
-    pub(crate) fn gif_memory_limit_bytes(&self) -> u64 {
-        self.max_canvas_pixels.saturating_mul(2).max(1 << 20)
-    }
-
-    pub(crate) fn gif_memory_limit(&self) -> MemoryLimit {
-        match NonZeroU64::new(self.gif_memory_limit_bytes()) {
-            Some(n) => MemoryLimit::Bytes(n),
-            None => MemoryLimit::Bytes(NonZeroU64::MIN),
-        }
-    }
-}
-
 /// What to sample: `frames` (K) frames, each resized and cropped to `size × size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleSpec {
@@ -187,6 +181,10 @@ pub struct SampledFrames {
     pub width: u32,
     /// Logical screen height.
     pub height: u32,
+    /// What was wrong with a file that still decoded, as stable codes: `"truncated"` when the
+    /// data ended inside a block after at least one complete frame (the frames before the cut
+    /// are shown, the cut one as far as its data goes). Empty for a clean file.
+    pub warnings: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for SampledFrames {
@@ -197,6 +195,7 @@ impl std::fmt::Debug for SampledFrames {
             .field("total_frames", &self.total_frames)
             .field("width", &self.width)
             .field("height", &self.height)
+            .field("warnings", &self.warnings)
             .finish()
     }
 }
@@ -210,35 +209,34 @@ pub enum DecodeError {
     /// The data does not start with `GIF87a` or `GIF89a`.
     #[error("not a GIF: missing GIF87a/GIF89a signature")]
     NotGif,
-    /// The data ends before the GIF trailer.
-    #[error("GIF data is truncated")]
+    /// The data ends inside a block (header, extension, image descriptor, palette or image
+    /// data) before any frame is complete. (A cut after a complete frame decodes, with the
+    /// warning `truncated`.)
+    #[error("GIF data is truncated before the first frame is complete")]
     Truncated,
     /// The file contains no image (header only, or header and trailer).
     #[error("GIF contains no frames")]
     NoFrames,
-    /// Invalid LZW data, a frame whose data ends early, an unknown block, a missing palette…
+    /// A frame's LZW data holds a code that is neither defined nor the next to be defined.
     #[error("corrupt GIF data: {0}")]
     CorruptData(String),
-    /// A non-empty frame rectangle lies entirely outside the logical screen.
-    #[error(
-        "frame {frame} rectangle {width}x{height}+{left}+{top} lies outside the \
-         {screen_width}x{screen_height} logical screen"
-    )]
-    FrameOutOfBounds {
+    /// A frame's LZW minimum code size is outside 1..=11 (Chromium accepts 0..=11, Firefox
+    /// 0..=12; 0 and 12 leave no room for a usable code table and are not produced by encoders).
+    #[error("frame {frame}: invalid LZW minimum code size {size}")]
+    LzwCodeSize {
         /// Zero-based frame index.
         frame: usize,
-        /// Frame rectangle, as declared in the image descriptor.
-        left: u16,
-        /// Frame rectangle top.
-        top: u16,
-        /// Frame rectangle width.
-        width: u16,
-        /// Frame rectangle height.
-        height: u16,
-        /// Logical screen width.
-        screen_width: u32,
-        /// Logical screen height.
-        screen_height: u32,
+        /// The minimum code size byte.
+        size: u8,
+    },
+    /// A byte that starts no GIF block (not `!`, `,` or `;`) where the first block after the
+    /// header should be. (After a frame, such a byte ends the file, as in browsers.)
+    #[error("no GIF block at offset {offset} (byte 0x{byte:02x}) before the first frame")]
+    InvalidBlock {
+        /// Byte offset in the file.
+        offset: usize,
+        /// The byte found there.
+        byte: u8,
     },
     /// A [`DecodeLimits`] limit was exceeded. `what` names the quantity: `screen_width`,
     /// `screen_height`, `canvas_pixels`, `frames`, `frame_pixels`, `decoded_pixels`.
@@ -249,12 +247,6 @@ pub enum DecodeError {
         /// Its value (for `frames` and `decoded_pixels`: the value when the scan stopped).
         value: u64,
         /// The limit.
-        limit: u64,
-    },
-    /// The `gif` crate's own memory limit was hit (oversized metadata blocks).
-    #[error("GIF decoder memory limit of {limit} bytes exceeded")]
-    DecoderMemory {
-        /// The limit in bytes.
         limit: u64,
     },
     /// Zero-sized logical screen and only zero-sized frames: there is no pixel to show.
@@ -271,7 +263,8 @@ pub enum DecodeError {
 impl DecodeError {
     /// Stable dead-letter reason code (snake_case), one of the codes listed in
     /// `schemas/dead-letter.schema.json`: `empty_object`, `not_a_gif`, `truncated`, `no_frames`,
-    /// `corrupt_image_data`, `frame_out_of_bounds`, `too_large`, `decode_failed`.
+    /// `corrupt_image_data`, `invalid_lzw_code_size`, `invalid_block`, `too_large`,
+    /// `decode_failed`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Empty => "empty_object",
@@ -279,8 +272,9 @@ impl DecodeError {
             Self::Truncated => "truncated",
             Self::NoFrames => "no_frames",
             Self::CorruptData(_) => "corrupt_image_data",
-            Self::FrameOutOfBounds { .. } => "frame_out_of_bounds",
-            Self::TooLarge { .. } | Self::DecoderMemory { .. } => "too_large",
+            Self::LzwCodeSize { .. } => "invalid_lzw_code_size",
+            Self::InvalidBlock { .. } => "invalid_block",
+            Self::TooLarge { .. } => "too_large",
             // Nothing to show: the same code as a GIF without frames.
             Self::EmptyImage => "no_frames",
             // Not the input's fault (configuration or a bug): the generic decode code.
@@ -316,7 +310,7 @@ pub fn decode_and_sample(bytes: &[u8], spec: SampleSpec, limits: &DecodeLimits) 
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
         .fit_into_destination(Some((0.5, 0.5)));
     let (w, h) = (scan.width, scan.height);
-    render(bytes, &scan, &indices, limits, |slot, canvas| {
+    let mut emit = |slot: usize, canvas: &[u8]| {
         let out = rgb
             .get_mut(slot * frame_bytes..(slot + 1) * frame_bytes)
             .ok_or_else(|| DecodeError::Resize("output slot out of range".into()))?;
@@ -325,9 +319,13 @@ pub fn decode_and_sample(bytes: &[u8], spec: SampleSpec, limits: &DecodeLimits) 
         let mut dst = fr::images::Image::from_slice_u8(spec.size, spec.size, out, fr::PixelType::U8x3)
             .map_err(|e| DecodeError::Resize(e.to_string()))?;
         resizer.resize(&src, &mut dst, &options).map_err(|e| DecodeError::Resize(e.to_string()))
-    })?;
+    };
+    if !render(bytes, &scan, &indices, 0, true, &mut emit)? {
+        render(bytes, &scan, &indices, 0, false, &mut emit)?;
+    }
 
-    Ok(SampledFrames { rgb, count: indices.len(), total_frames: scan.frames.len(), width: w, height: h })
+    let warnings = if scan.truncated { vec!["truncated"] } else { Vec::new() };
+    Ok(SampledFrames { rgb, count: indices.len(), total_frames: scan.frames.len(), width: w, height: h, warnings })
 }
 
 /// `min(k, n)` distinct increasing frame indices spread over `0..n`: the centres of `k` equal
@@ -351,13 +349,49 @@ pub(crate) fn composite_frame(
     limits: &DecodeLimits,
 ) -> Result<(u32, u32, Vec<u8>), DecodeError> {
     let scan = scan(bytes, limits)?;
+    let out = composite_with_clear(bytes, &scan, index, 0)?;
+    Ok((scan.width, scan.height, out))
+}
+
+fn composite_with_clear(bytes: &[u8], scan: &scan::Scan, index: usize, clear: u8) -> Result<Vec<u8>, DecodeError> {
     if index >= scan.frames.len() {
         return Err(DecodeError::InvalidSpec("frame index out of range"));
     }
     let mut out = Vec::new();
-    render(bytes, &scan, &[index], limits, |_, canvas| {
+    let mut grab = |_: usize, canvas: &[u8]| {
         out = canvas.to_vec();
         Ok(())
-    })?;
-    Ok((scan.width, scan.height, out))
+    };
+    if !render(bytes, scan, &[index], clear, true, &mut grab)? {
+        render(bytes, scan, &[index], clear, false, &mut grab)?;
+    }
+    Ok(out)
+}
+
+/// The first `max_frames` frames of the animation as RGBA (`width * height * 4` bytes each,
+/// alpha 0 or 255) as shown while that frame is displayed; `(width, height, frames)`. A
+/// conformance probe (tests, `examples/probe.rs`): the production canvas has no alpha channel
+/// (transparent is black), so each frame is rendered twice with transparent pixels set to 0x00
+/// and to 0xFF; a pixel that differs is transparent. Costs O(frames²) decoding: for small files.
+pub fn composite_rgba(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    max_frames: usize,
+) -> Result<(u32, u32, Vec<Vec<u8>>), DecodeError> {
+    let scan = scan(bytes, limits)?;
+    let n = scan.frames.len().min(max_frames);
+    let mut frames = Vec::with_capacity(n);
+    for i in 0..n {
+        let (a, b) = (composite_with_clear(bytes, &scan, i, 0)?, composite_with_clear(bytes, &scan, i, 0xFF)?);
+        let mut rgba = Vec::with_capacity(a.len() / 3 * 4);
+        for (p, q) in a.chunks_exact(3).zip(b.chunks_exact(3)) {
+            if p == q {
+                rgba.extend_from_slice(&[p[0], p[1], p[2], 255]);
+            } else {
+                rgba.extend_from_slice(&[0, 0, 0, 0]);
+            }
+        }
+        frames.push(rgba);
+    }
+    Ok((scan.width, scan.height, frames))
 }

@@ -2,12 +2,19 @@
 //!
 //! Instead of walking prefix chains byte by byte, every dictionary entry is stored as a
 //! (position, length) reference to an earlier occurrence of its string in the output, and
-//! decoding a code is a short forward copy. Literal codes point into a 256-byte preamble holding
-//! the bytes 0..=255, so literals and strings take the same path. The buffer has 8 bytes of
+//! decoding a code is a short forward copy. Literal codes point into a 2048-byte preamble holding
+//! the bytes `code as u8` for every possible literal code, so literals and strings take the same
+//! path.
+//!
+//! Minimum code sizes 1..=11 are accepted, as Chromium does (`SkGifImageReader`,
+//! `SkGIFLZWContext::prepareToDecode` rejects a data size of 12 or more; Firefox
+//! `nsGIFDecoder2::ReadLZWData` rejects more than 12): 1 is what 1×1 "tracking pixel" GIFs use,
+//! and with sizes 9..=11 a literal code above 255 becomes its low byte, as both browsers store
+//! suffixes as bytes. 0 and 12 or more are [`Error::CodeSize`]. The buffer has 8 bytes of
 //! slack at the end so that copies can move 8 bytes at a time.
 
-/// Bytes 0..=255 in front of the output, the sources of the literal codes.
-const PREAMBLE: usize = 256;
+/// Bytes `(0..2048) as u8` in front of the output, the sources of the literal codes.
+const PREAMBLE: usize = 2048;
 /// Room for 8-byte copies overrunning the end of the output.
 const SLACK: usize = 8;
 const MAX_CODES: usize = 4096;
@@ -16,22 +23,18 @@ const MAX_WIDTH: u32 = 12;
 /// Why a frame's LZW data could not be decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Error {
-    /// Minimum code size outside 2..=8 (the GIF range for 8-bit indices).
+    /// Minimum code size outside 1..=11.
     CodeSize(u8),
-    /// A code that is neither in the dictionary nor the next one to be defined.
-    InvalidCode,
-    /// The data (or an end code) ended after `decoded` of `expected` pixels.
-    Short { decoded: usize, expected: usize },
+    /// A code that is neither in the dictionary nor the next one to be defined, after
+    /// `decoded` pixels.
+    InvalidCode { decoded: usize },
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::CodeSize(n) => write!(f, "invalid LZW minimum code size {n}"),
-            Self::InvalidCode => f.write_str("invalid LZW code"),
-            Self::Short { decoded, expected } => {
-                write!(f, "image data ends after {decoded} of {expected} pixels")
-            }
+            Self::InvalidCode { decoded } => write!(f, "invalid LZW code after {decoded} pixels"),
         }
     }
 }
@@ -87,22 +90,24 @@ impl Decoder {
     }
 
     /// Decodes `data` (the concatenated sub-blocks of one frame) until `pixels` indices
-    /// have been produced. Data after that is ignored, and the end code is optional.
+    /// have been produced, and returns how many were: `pixels`, or fewer when the data or an
+    /// end code comes first (the caller draws what there is, as browsers do). Data after
+    /// `pixels` is ignored, and the end code is optional.
     pub(crate) fn decode(
         &mut self,
         min_code_size: u8,
         data: &[u8],
         frame: &mut FrameBuffer,
         pixels: usize,
-    ) -> Result<(), Error> {
-        if !(2..=8).contains(&min_code_size) {
+    ) -> Result<usize, Error> {
+        if !(1..=11).contains(&min_code_size) {
             return Err(Error::CodeSize(min_code_size));
         }
         let buf = &mut frame.buf[..];
         let out_end = PREAMBLE + pixels;
         if buf.len() < out_end + SLACK {
             // Sized by the caller from the scan; cannot happen.
-            return Err(Error::Short { decoded: 0, expected: pixels });
+            return Ok(0);
         }
         let start = &mut *self.start;
         let lens = &mut *self.len;
@@ -119,6 +124,13 @@ impl Decoder {
         let mut width = min_width;
         let mut mask = (1usize << width) - 1;
         let mut next = clear + 2;
+        // The width grows when `next` reaches `grow_at`: 2^width (textbook), except for minimum
+        // code size 1, where the first free code (4) already equals 2^2. There Chromium and
+        // Firefox (`(avail & codemask) == 0` after an entry is added) keep 2-bit codes until
+        // `next` reaches 8, so the growth lags one bit behind (longer size-1 streams are
+        // ill-defined: both browsers' code mask breaks; no encoder writes them).
+        let lag = u32::from(min_code_size == 1);
+        let mut grow_at = 1usize << (min_width + lag);
         // Position and length of the previously emitted string; prev_len == 0: none yet
         // (start of data or just after a clear code), so no dictionary entry is added.
         let mut prev_pos = 0usize;
@@ -164,6 +176,7 @@ impl Decoder {
                         width = min_width;
                         mask = (1usize << width) - 1;
                         next = clear + 2;
+                        grow_at = 1usize << (min_width + lag);
                         prev_len = 0;
                         continue;
                     }
@@ -181,7 +194,7 @@ impl Decoder {
                 } else {
                     let fits = out_end - pos;
                     buf.copy_within(src..src + fits, pos);
-                    return Ok(());
+                    return Ok(pixels);
                 }
             } else if code == next && prev_len != 0 {
                 // The code being defined right now: previous string + its own first byte.
@@ -195,22 +208,23 @@ impl Decoder {
                 } else {
                     let fits = out_end - pos; // < len, so <= prev_len
                     buf.copy_within(prev_pos..prev_pos + fits, pos);
-                    return Ok(());
+                    return Ok(pixels);
                 }
             } else {
-                return Err(Error::InvalidCode);
+                return Err(Error::InvalidCode { decoded: pos - PREAMBLE });
             }
             prev_pos = pos;
             prev_len = len;
             pos += len;
             if pos >= out_end {
-                return Ok(());
+                return Ok(pixels);
             }
-            if next == 1 << width && width < MAX_WIDTH {
+            if next == grow_at && width < MAX_WIDTH {
                 width += 1;
                 mask = (1usize << width) - 1;
+                grow_at <<= 1;
             }
         }
-        if pos >= out_end { Ok(()) } else { Err(Error::Short { decoded: pos - PREAMBLE, expected: pixels }) }
+        Ok((pos - PREAMBLE).min(pixels))
     }
 }

@@ -1,11 +1,9 @@
 //! Pass 2: decode and composite frames in order up to the last sampled one, skipping the
 //! frames that a later key frame repaints, and hand each sampled canvas to the caller.
 
-use gif::DisposalMethod;
-
+use crate::DecodeError;
 use crate::lzw;
-use crate::scan::{FrameMeta, Scan, decode_options, map_gif_error, too_large};
-use crate::{DecodeError, DecodeLimits};
+use crate::scan::{Disposal, FrameMeta, Scan, gather_sub_blocks};
 /// Which frames in `0..=last sample` must be decoded: for each sample `s`, the frames from the
 /// last key frame at or before `s` (or frame 0) up to `s`.
 pub(crate) fn plan(scan: &Scan, samples: &[usize]) -> Vec<bool> {
@@ -91,71 +89,57 @@ pub(crate) const PROGRESSIVE: [(u32, usize); 1] = [(0, 1)];
 
 /// Pass 2: decode and composite frames up to the last sample; call `emit(slot, canvas)` for
 /// each sampled frame (slot = position in `samples`), before that frame's disposal.
+///
+/// `clear` is the byte value of transparent canvas pixels (0 in production: transparent is
+/// black; the RGBA test probe renders twice with two values to find the transparent pixels).
+/// With `key_frames`, frames that a later key frame repaints are skipped; returns `Ok(false)`
+/// if a key frame turned out not to repaint the whole screen (its LZW data ended early) after
+/// frames were skipped: the caller then renders again without key-frame skipping.
 pub(crate) fn render(
     bytes: &[u8],
     scan: &Scan,
     samples: &[usize],
-    limits: &DecodeLimits,
+    clear: u8,
+    key_frames: bool,
     mut emit: impl FnMut(usize, &[u8]) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
-    let needed = plan(scan, samples);
+) -> Result<bool, DecodeError> {
+    let needed =
+        if key_frames { plan(scan, samples) } else { samples.last().map_or(Vec::new(), |&l| vec![true; l + 1]) };
     if needed.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let (sw, sh) = (scan.width, scan.height);
     let stride = sw as usize * 3;
     // The scan checked sw * sh <= max_canvas_pixels and every frame area <= max_canvas_pixels.
     let canvas_pixels = u64::from(sw) * u64::from(sh);
-    let too_big = || too_large("canvas_pixels", canvas_pixels, limits.max_canvas_pixels);
+    let too_big = || DecodeError::InvalidSpec("canvas larger than the address space");
     let canvas_len = usize::try_from(canvas_pixels * 3).map_err(|_| too_big())?;
-    let mut canvas = vec![0u8; canvas_len];
-    let max_area = scan.frames.iter().zip(&needed).filter(|(_, n)| **n).map(|(f, _)| f.area()).max().unwrap_or(0);
+    let mut canvas = vec![clear; canvas_len];
+    let drawn = |f: &FrameMeta| if f.clip(sw, sh).is_some() { f.area() } else { 0 };
+    let max_area = scan.frames.iter().zip(&needed).filter(|(_, n)| **n).map(|(f, _)| drawn(f)).max().unwrap_or(0);
     let max_area = usize::try_from(max_area).map_err(|_| too_big())?;
     let mut indices = lzw::FrameBuffer::new(max_area);
     let mut lzw = lzw::Decoder::new();
     let mut saved: Vec<u8> = Vec::new();
+    // One frame's LZW data, its sub-blocks concatenated (at most the file's size).
+    let mut compressed: Vec<u8> = Vec::new();
 
-    // Frame data is copied out LZW-compressed and decompressed by `lzw` (faster than the gif
-    // crate's own decompressor, and it lets skipped frames cost nothing but a block walk).
-    let mut decoder = decode_options(limits, true).read_info(bytes).map_err(|e| map_gif_error(e, limits))?;
     let mut global_lut = [[0u8; 3]; 256];
-    if let Some(p) = decoder.global_palette() {
-        build_lut(p, &mut global_lut);
+    if let Some((at, len)) = scan.global_palette {
+        build_lut(&bytes[at..at + len], &mut global_lut);
     }
     let mut local_lut = [[0u8; 3]; 256];
     let mut next_sample = 0usize;
+    let mut skipped_any = false;
 
-    for (j, &need) in needed.iter().enumerate() {
+    for (j, (&need, meta)) in needed.iter().zip(&scan.frames).enumerate() {
         if !need {
-            // Parses the frame header; its data is skipped, undecoded, by the next call.
-            match decoder.next_frame_info() {
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(DecodeError::CorruptData(format!("frame {j} vanished on the second pass")));
-                }
-                Err(e) => return Err(map_gif_error(e, limits)),
-            }
+            skipped_any = true;
+            continue;
         }
-        let frame = match decoder.read_next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return Err(DecodeError::CorruptData(format!("frame {j} vanished on the second pass")));
-            }
-            Err(e) => return Err(map_gif_error(e, limits)),
-        };
-        let meta = FrameMeta {
-            left: frame.left,
-            top: frame.top,
-            width: frame.width,
-            height: frame.height,
-            has_transparency: frame.transparent.is_some(),
-            dispose: frame.dispose,
-        };
-        let transparent = frame.transparent;
-        let interlaced = frame.interlaced;
-        let lut = match frame.palette.as_deref() {
-            Some(p) => {
-                build_lut(p, &mut local_lut);
+        let lut = match meta.palette {
+            Some((at, len)) => {
+                build_lut(&bytes[at..at + len], &mut local_lut);
                 &local_lut
             }
             None => &global_lut,
@@ -163,17 +147,19 @@ pub(crate) fn render(
         let clip = meta.clip(sw, sh);
         let fw = usize::from(meta.width);
         let area = fw * usize::from(meta.height);
-        if area > 0 {
-            // `buffer` is the minimum code size followed by the concatenated LZW sub-blocks.
-            let (&min_code_size, data) = frame
-                .buffer
-                .split_first()
-                .ok_or_else(|| DecodeError::CorruptData(format!("frame {j}: no image data")))?;
-            lzw.decode(min_code_size, data, &mut indices, area)
-                .map_err(|e| DecodeError::CorruptData(format!("frame {j}: {e}")))?;
+        let mut decoded = 0;
+        if clip.is_some() && area > 0 {
+            gather_sub_blocks(bytes, meta.data + 1, &mut compressed);
+            decoded = lzw.decode(bytes[meta.data], &compressed, &mut indices, area).map_err(|e| match e {
+                lzw::Error::CodeSize(size) => DecodeError::LzwCodeSize { frame: j, size },
+                e => DecodeError::CorruptData(format!("frame {j}: {e}")),
+            })?;
+            if decoded < area && skipped_any && meta.is_key_frame(sw, sh) {
+                return Ok(false);
+            }
         }
 
-        if let (DisposalMethod::Previous, Some((x0, y0, x1, y1))) = (meta.dispose, clip) {
+        if let (Disposal::Previous, Some((x0, y0, x1, y1))) = (meta.dispose, clip) {
             saved.clear();
             for y in y0..y1 {
                 let at = y as usize * stride;
@@ -181,21 +167,32 @@ pub(crate) fn render(
             }
         }
 
-        if let (Some((x0, y0, x1, y1)), true) = (clip, area > 0) {
-            let pixels = indices.output(area);
-            let passes: &[(u32, usize)] = if interlaced { &INTERLACE_PASSES } else { &PROGRESSIVE };
+        if let (Some((x0, y0, x1, y1)), true) = (clip, decoded > 0) {
+            let pixels = indices.output(decoded);
+            let passes: &[(u32, usize)] = if meta.interlaced { &INTERLACE_PASSES } else { &PROGRESSIVE };
             let src_from = (x0 - u32::from(meta.left)) as usize;
             let src_len = (x1 - x0) as usize;
             // Rows are stored in stream order; the interlace passes map them to frame rows.
-            let frame_rows = passes.iter().flat_map(|&(start, step)| (start..u32::from(meta.height)).step_by(step));
-            for (line, fy) in pixels.chunks_exact(fw).zip(frame_rows) {
+            // Image data that ends early leaves a last, partial row: drawn as far as it goes.
+            let mut frame_rows = passes.iter().flat_map(|&(start, step)| (start..u32::from(meta.height)).step_by(step));
+            let rows = pixels.chunks_exact(fw);
+            let partial = rows.remainder();
+            for (line, fy) in rows.zip(&mut frame_rows) {
                 let cy = u32::from(meta.top) + fy;
                 if cy < y0 || cy >= y1 {
                     continue;
                 }
                 let at = cy as usize * stride;
                 let dst = &mut canvas[at + x0 as usize * 3..at + x1 as usize * 3];
-                composite_row(dst, &line[src_from..src_from + src_len], lut, transparent);
+                composite_row(dst, &line[src_from..src_from + src_len], lut, meta.transparent);
+            }
+            if let (Some(fy), true) = (frame_rows.next(), partial.len() > src_from) {
+                let cy = u32::from(meta.top) + fy;
+                if cy >= y0 && cy < y1 {
+                    let n = (partial.len() - src_from).min(src_len);
+                    let at = cy as usize * stride + x0 as usize * 3;
+                    composite_row(&mut canvas[at..at + n * 3], &partial[src_from..src_from + n], lut, meta.transparent);
+                }
             }
         }
 
@@ -207,21 +204,21 @@ pub(crate) fn render(
         if let Some((x0, y0, x1, y1)) = clip {
             let span = (x1 - x0) as usize * 3;
             match meta.dispose {
-                DisposalMethod::Background => {
+                Disposal::Background => {
                     for y in y0..y1 {
                         let at = y as usize * stride + x0 as usize * 3;
-                        canvas[at..at + span].fill(0);
+                        canvas[at..at + span].fill(clear);
                     }
                 }
-                DisposalMethod::Previous => {
+                Disposal::Previous => {
                     for (y, src) in (y0..y1).zip(saved.chunks_exact(span)) {
                         let at = y as usize * stride + x0 as usize * 3;
                         canvas[at..at + span].copy_from_slice(src);
                     }
                 }
-                DisposalMethod::Any | DisposalMethod::Keep => {}
+                Disposal::Any | Disposal::Keep => {}
             }
         }
     }
-    Ok(())
+    Ok(true)
 }

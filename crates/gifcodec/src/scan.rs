@@ -1,21 +1,64 @@
 //! Pass 1: walk every block of the file without LZW decompression, record each frame's
-//! rectangle, disposal and transparency, and enforce every [`DecodeLimits`] limit before
-//! anything proportional to the image is allocated (see the crate docs).
-
-use std::io;
-
-use gif::{ColorOutput, DecodeOptions, DecodingError, DisposalMethod};
+//! rectangle, disposal, transparency, palette and data offsets, apply the browsers' canvas rule,
+//! and enforce every [`DecodeLimits`] limit before anything proportional to the image is
+//! allocated (see the crate docs).
+//!
+//! The block parser is our own (not the `gif` crate's) so that each browser quirk is one
+//! visible rule here: the end of data between blocks ends the file, an unknown extension is
+//! skipped, a byte that starts no block ends the file, data cut inside a block keeps the frames
+//! before it. Every rule names the browser source it follows; `docs/conformance.md` lists them.
+//! Cost: one linear walk over the bytes and 40 bytes per frame; no allocation depends on a
+//! value read from the file other than the frame list, which `max_frames` bounds.
 
 use crate::{DecodeError, DecodeLimits};
+
+/// Disposal method of a frame (graphic control extension, bits 2..=4 of the packed byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposal {
+    /// 0: unspecified, treated as keep.
+    Any,
+    /// 1: leave the frame on the canvas.
+    Keep,
+    /// 2: clear the frame rectangle to transparent.
+    Background,
+    /// 3 (and 4): restore the rectangle as it was before the frame was drawn.
+    Previous,
+}
+
+impl Disposal {
+    /// Maps the 3-bit field like Chromium (`SkGifImageReader::parse`, case
+    /// `SkGIFControlExtension`) and Firefox (`nsGIFDecoder2::ReadGraphicControlExtension`): 4 is
+    /// restore-previous ("some specs say 3, others set the third bit"), 5..=7 are undefined and
+    /// behave as keep.
+    pub(crate) fn from_bits(v: u8) -> Self {
+        match v & 7 {
+            0 => Self::Any,
+            2 => Self::Background,
+            3 | 4 => Self::Previous,
+            _ => Self::Keep,
+        }
+    }
+}
+
 /// Per-frame facts recorded by the scan pass.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FrameMeta {
+    /// Frame rectangle after the canvas rule (first frame larger than the screen moves to 0,0)
+    /// and the zero-size rule (a zero width or height takes the screen's size).
     pub(crate) left: u16,
     pub(crate) top: u16,
     pub(crate) width: u16,
     pub(crate) height: u16,
-    pub(crate) has_transparency: bool,
-    pub(crate) dispose: DisposalMethod,
+    pub(crate) transparent: Option<u8>,
+    pub(crate) dispose: Disposal,
+    pub(crate) interlaced: bool,
+    /// Byte offset and length of the local colour table.
+    pub(crate) palette: Option<(usize, usize)>,
+    /// Byte offset of the LZW minimum code size; the data sub-blocks follow it.
+    pub(crate) data: usize,
+    /// Every data sub-block and the block terminator are present (false only for the last
+    /// frame of a file cut inside its image data).
+    pub(crate) complete: bool,
 }
 
 impl FrameMeta {
@@ -23,8 +66,12 @@ impl FrameMeta {
         u64::from(self.width) * u64::from(self.height)
     }
 
+    pub(crate) fn has_transparency(&self) -> bool {
+        self.transparent.is_some()
+    }
+
     /// The part of the frame rectangle on a `sw × sh` screen: `(x0, y0, x1, y1)`, exclusive
-    /// ends; `None` if it is empty.
+    /// ends; `None` if it is empty (a zero-area frame, or one entirely off the screen).
     pub(crate) fn clip(&self, sw: u32, sh: u32) -> Option<(u32, u32, u32, u32)> {
         let x0 = u32::from(self.left);
         let y0 = u32::from(self.top);
@@ -34,40 +81,44 @@ impl FrameMeta {
     }
 
     /// Does drawing this frame make the canvas independent of everything drawn before it?
+    /// (Assuming its LZW data fills the rectangle; the render pass re-renders without key-frame
+    /// skipping when a key frame's data turns out short.)
     pub(crate) fn is_key_frame(&self, sw: u32, sh: u32) -> bool {
-        !self.has_transparency && self.dispose != DisposalMethod::Previous && self.clip(sw, sh) == Some((0, 0, sw, sh))
+        self.complete
+            && !self.has_transparency()
+            && self.dispose != Disposal::Previous
+            && self.clip(sw, sh) == Some((0, 0, sw, sh))
     }
 }
 
 /// Result of the scan pass.
 #[derive(Debug)]
 pub(crate) struct Scan {
-    /// Effective logical screen (see the zero-size fallback in the module docs).
+    /// Effective logical screen (after the canvas rule, see the crate docs).
     pub(crate) width: u32,
     pub(crate) height: u32,
     pub(crate) frames: Vec<FrameMeta>,
+    /// Byte offset and length of the global colour table.
+    pub(crate) global_palette: Option<(usize, usize)>,
+    /// The data ended inside a block after at least one complete frame: the frames before the
+    /// cut (and the cut frame, as far as its data goes) are shown.
+    pub(crate) truncated: bool,
     /// Number of frames carrying a local colour table (tests and reports).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) local_palette_frames: usize,
 }
 
-pub(crate) fn decode_options(limits: &DecodeLimits, skip_frame_decoding: bool) -> DecodeOptions {
-    let mut options = DecodeOptions::new();
-    options.set_color_output(ColorOutput::Indexed);
-    options.set_memory_limit(limits.gif_memory_limit());
-    // Off on purpose: the crate's check rejects frames that are only *partially* outside the
-    // screen, which real files have and browsers clip. We clip, and reject frames entirely
-    // outside the screen ourselves (scan pass).
-    options.check_frame_consistency(false);
-    // Many encoders omit the LZW end code; browsers accept that.
-    options.check_lzw_end_code(false);
-    options.allow_unknown_blocks(false);
-    options.skip_frame_decoding(skip_frame_decoding);
-    options
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// Colour table length in bytes for a packed field whose bit 7 says "table present".
+fn table_len(flags: u8) -> usize {
+    if flags & 0x80 != 0 { 3usize << ((flags & 7) + 1) } else { 0 }
 }
 
 /// Checks the signature and returns the length of the header (signature, logical screen
-/// descriptor, global colour table).
+/// descriptor, global colour table). A header cut anywhere is [`DecodeError::Truncated`].
 pub(crate) fn check_header(bytes: &[u8]) -> Result<usize, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
@@ -80,64 +131,41 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<usize, DecodeError> {
         Some(&f) => f,
         None => return Err(DecodeError::Truncated),
     };
-    let global_table = if flags & 0x80 != 0 { 3usize << ((flags & 7) + 1) } else { 0 };
-    Ok(13 + global_table)
+    let len = 13 + table_len(flags);
+    if bytes.len() < len {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(len)
 }
 
-/// The data ended before the first frame. It is "no frames" if it ends cleanly (complete header,
-/// then only complete extension blocks, possibly a trailer), "truncated" if it ends inside a
-/// block or after an image descriptor started.
-pub(crate) fn classify_eof_before_first_frame(bytes: &[u8], header_len: usize) -> DecodeError {
-    let mut pos = header_len;
+/// Skips a chain of sub-blocks starting at `pos` (length byte, data, …, zero length).
+/// Returns the offset after the terminator, or `None` if the data ends first.
+pub(crate) fn skip_sub_blocks(bytes: &[u8], mut pos: usize) -> Option<usize> {
     loop {
-        match bytes.len().cmp(&pos) {
-            std::cmp::Ordering::Less => return DecodeError::Truncated,
-            std::cmp::Ordering::Equal => return DecodeError::NoFrames,
-            std::cmp::Ordering::Greater => {}
-        }
-        match bytes[pos] {
-            // The trailer: a clean end. (The gif crate reports an end of data for a trailer
-            // right after the header, as it reads one byte past it there.)
-            0x3B => return DecodeError::NoFrames,
-            0x21 => {}
-            // An image descriptor (or anything else) started and was cut.
-            _ => return DecodeError::Truncated,
-        }
-        pos += 2; // introducer + label
-        // Sub-blocks: length byte, data; a zero length ends the extension.
-        loop {
-            match bytes.get(pos) {
-                None => return DecodeError::Truncated,
-                Some(0) => {
-                    pos += 1;
-                    break;
+        match *bytes.get(pos)? {
+            0 => return Some(pos + 1),
+            n => {
+                pos += 1 + usize::from(n);
+                if pos > bytes.len() {
+                    return None;
                 }
-                Some(&n) => pos += 1 + usize::from(n),
             }
         }
     }
 }
 
-pub(crate) fn is_eof(e: &DecodingError) -> bool {
-    match e {
-        DecodingError::UnexpectedEof => true,
-        DecodingError::Io(io) => io.kind() == io::ErrorKind::UnexpectedEof,
-        _ => false,
-    }
-}
-
-/// Maps a `gif` error to ours (an end of data is `Truncated`; the scan pass special-cases an end
-/// before the first frame).
-pub(crate) fn map_gif_error(e: DecodingError, limits: &DecodeLimits) -> DecodeError {
-    if is_eof(&e) {
-        return DecodeError::Truncated;
-    }
-    match e {
-        DecodingError::MemoryLimit | DecodingError::OutOfMemory => {
-            DecodeError::DecoderMemory { limit: limits.gif_memory_limit_bytes() }
+/// Appends the data of the sub-block chain at `pos` to `out`, stopping at the terminator or at
+/// the end of the data (a cut sub-block contributes the bytes that are there).
+pub(crate) fn gather_sub_blocks(bytes: &[u8], mut pos: usize, out: &mut Vec<u8>) {
+    out.clear();
+    while let Some(&n) = bytes.get(pos) {
+        if n == 0 {
+            return;
         }
-        DecodingError::LzwError(e) => DecodeError::CorruptData(format!("invalid LZW data: {e}")),
-        other => DecodeError::CorruptData(other.to_string()),
+        let from = pos + 1;
+        let to = (from + usize::from(n)).min(bytes.len());
+        out.extend_from_slice(&bytes[from.min(to)..to]);
+        pos = from + usize::from(n);
     }
 }
 
@@ -145,90 +173,149 @@ pub(crate) fn too_large(what: &'static str, value: u64, limit: u64) -> DecodeErr
     DecodeError::TooLarge { what, value, limit }
 }
 
+/// How the block walk ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The trailer `;`, or the end of data between two blocks.
+    Clean,
+    /// The data ended inside a block.
+    Cut,
+    /// A byte that starts no block, at this offset.
+    Junk(usize, u8),
+}
+
 /// Pass 1: walk the whole file without LZW decoding and enforce every limit.
+///
+/// Rules (each from Chromium's `SkGifImageReader::parse` and Firefox's `nsGIFDecoder2`; see
+/// `docs/conformance.md`):
+/// * the trailer, or the end of data between blocks, ends the file;
+/// * a byte other than `!`, `,` or `;` where a block starts ends the file ("extraneous data
+///   between blocks … proceed as if the file were correctly terminated");
+/// * extensions other than the graphic control extension are skipped whatever their label; a
+///   graphic control extension whose first sub-block is shorter than 4 bytes is ignored;
+/// * first frame larger than the screen in either dimension, or any first frame of a GIF87a
+///   file: the screen takes the frame's size and the frame moves to (0, 0)
+///   (`nsGIFDecoder2::ReadImageDescriptor`, "Work around broken GIF files where the logical
+///   screen size has weird width or height"); the grown screen is checked against the limits;
+/// * a frame with a zero width or height takes the screen's size ("Work around more broken GIF
+///   files that have zero image width or height"); with a zero screen too there is no pixel:
+///   [`DecodeError::EmptyImage`];
+/// * frames partly or entirely outside the screen are clipped (entirely: nothing is drawn);
+/// * data cut inside a block: the frames so far are kept (the cut frame as far as its data
+///   goes) if at least one frame is complete, else [`DecodeError::Truncated`].
 pub(crate) fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeError> {
     let header_len = check_header(bytes)?;
-    let mut decoder = match decode_options(limits, true).read_info(bytes) {
-        Ok(d) => d,
-        Err(e) if is_eof(&e) => return Err(classify_eof_before_first_frame(bytes, header_len)),
-        Err(DecodingError::Format(f)) if f.to_string().contains("does not contain any image") => {
-            return Err(DecodeError::NoFrames);
-        }
-        Err(e) => return Err(map_gif_error(e, limits)),
-    };
-    let screen_w = u32::from(decoder.width());
-    let screen_h = u32::from(decoder.height());
-    check_screen(screen_w, screen_h, limits)?;
+    let mut sw = u32::from(u16_at(bytes, 6));
+    let mut sh = u32::from(u16_at(bytes, 8));
+    check_screen(sw, sh, limits)?;
+    let gif87 = &bytes[3..6] == b"87a";
+    let global_palette = (header_len > 13).then_some((13, header_len - 13));
 
     let mut frames: Vec<FrameMeta> = Vec::new();
     let mut decoded: u64 = 0;
     let mut local_palette_frames = 0;
-    loop {
-        let frame = match decoder.next_frame_info() {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) if is_eof(&e) && frames.is_empty() => {
-                return Err(classify_eof_before_first_frame(bytes, header_len));
+    // Graphic control extension state for the next image.
+    let mut transparent = None;
+    let mut dispose = Disposal::Any;
+    let mut pos = header_len;
+    let end = loop {
+        let Some(&intro) = bytes.get(pos) else { break End::Clean };
+        match intro {
+            b';' => break End::Clean,
+            b'!' => {
+                let Some(&label) = bytes.get(pos + 1) else { break End::Cut };
+                let first = pos + 2;
+                let Some(next) = skip_sub_blocks(bytes, first) else { break End::Cut };
+                if label == 0xF9 && bytes[first] >= 4 {
+                    let packed = bytes[first + 1];
+                    transparent = (packed & 1 != 0).then_some(bytes[first + 4]);
+                    dispose = Disposal::from_bits(packed >> 2);
+                }
+                pos = next;
             }
-            Err(e) => return Err(map_gif_error(e, limits)),
-        };
-        if frames.len() >= limits.max_frames as usize {
-            return Err(too_large("frames", frames.len() as u64 + 1, limits.max_frames.into()));
+            b',' => {
+                let Some(d) = bytes.get(pos + 1..pos + 10) else { break End::Cut };
+                let (mut left, mut top) = (u16_at(d, 0), u16_at(d, 2));
+                let (mut width, mut height) = (u16_at(d, 4), u16_at(d, 6));
+                let flags = d[8];
+                pos += 10;
+                let mut palette = None;
+                let plen = table_len(flags);
+                if plen > 0 {
+                    if bytes.len() < pos + plen {
+                        break End::Cut;
+                    }
+                    palette = Some((pos, plen));
+                    pos += plen;
+                }
+                if pos >= bytes.len() {
+                    break End::Cut; // no LZW minimum code size byte
+                }
+                if frames.len() >= limits.max_frames as usize {
+                    return Err(too_large("frames", frames.len() as u64 + 1, limits.max_frames.into()));
+                }
+                if frames.is_empty() && (sw < u32::from(width) || sh < u32::from(height) || gif87) {
+                    (sw, sh) = (u32::from(width), u32::from(height));
+                    (left, top) = (0, 0);
+                    check_screen(sw, sh, limits)?;
+                }
+                if width == 0 || height == 0 {
+                    if sw == 0 || sh == 0 {
+                        return Err(DecodeError::EmptyImage);
+                    }
+                    // The screen comes from a u16 header field or a u16 frame size.
+                    width = u16::try_from(sw).unwrap_or(u16::MAX);
+                    height = u16::try_from(sh).unwrap_or(u16::MAX);
+                }
+                let data = pos;
+                let (complete, next) = match skip_sub_blocks(bytes, pos + 1) {
+                    Some(next) => (true, next),
+                    None => (false, bytes.len()),
+                };
+                let meta = FrameMeta {
+                    left,
+                    top,
+                    width,
+                    height,
+                    transparent,
+                    dispose,
+                    interlaced: flags & 0x40 != 0,
+                    palette,
+                    data,
+                    complete,
+                };
+                let area = meta.area();
+                if area > limits.max_canvas_pixels {
+                    return Err(too_large("frame_pixels", area, limits.max_canvas_pixels));
+                }
+                decoded = decoded.saturating_add(area);
+                if decoded > limits.max_decoded_pixels {
+                    return Err(too_large("decoded_pixels", decoded, limits.max_decoded_pixels));
+                }
+                local_palette_frames += usize::from(palette.is_some());
+                frames.push(meta);
+                (transparent, dispose) = (None, Disposal::Any);
+                pos = next;
+                if !complete {
+                    break End::Cut;
+                }
+            }
+            other => break End::Junk(pos, other),
         }
-        let meta = FrameMeta {
-            left: frame.left,
-            top: frame.top,
-            width: frame.width,
-            height: frame.height,
-            has_transparency: frame.transparent.is_some(),
-            dispose: frame.dispose,
-        };
-        let area = meta.area();
-        if area > limits.max_canvas_pixels {
-            return Err(too_large("frame_pixels", area, limits.max_canvas_pixels));
-        }
-        decoded = decoded.saturating_add(area);
-        if decoded > limits.max_decoded_pixels {
-            return Err(too_large("decoded_pixels", decoded, limits.max_decoded_pixels));
-        }
-        if frame.palette.is_some() {
-            local_palette_frames += 1;
-        }
-        frames.push(meta);
-    }
-    if frames.is_empty() {
-        return Err(DecodeError::NoFrames);
-    }
+    };
 
-    // Zero-sized screen dimension: take it from the frames' bounding box.
-    let (mut width, mut height) = (screen_w, screen_h);
-    if width == 0 || height == 0 {
-        let nonempty = frames.iter().filter(|f| f.area() > 0);
-        if width == 0 {
-            width = nonempty.clone().map(|f| u32::from(f.left) + u32::from(f.width)).max().unwrap_or(0);
-        }
-        if height == 0 {
-            height = nonempty.map(|f| u32::from(f.top) + u32::from(f.height)).max().unwrap_or(0);
-        }
-        if width == 0 || height == 0 {
-            return Err(DecodeError::EmptyImage);
-        }
-        check_screen(width, height, limits)?;
+    let complete_frames = frames.iter().filter(|f| f.complete).count();
+    match end {
+        _ if complete_frames > 0 => {}
+        End::Cut => return Err(DecodeError::Truncated),
+        End::Junk(offset, byte) => return Err(DecodeError::InvalidBlock { offset, byte }),
+        End::Clean => return Err(DecodeError::NoFrames),
     }
-    for (i, f) in frames.iter().enumerate() {
-        if f.area() > 0 && f.clip(width, height).is_none() {
-            return Err(DecodeError::FrameOutOfBounds {
-                frame: i,
-                left: f.left,
-                top: f.top,
-                width: f.width,
-                height: f.height,
-                screen_width: width,
-                screen_height: height,
-            });
-        }
+    if sw == 0 || sh == 0 {
+        // Only reachable with zero-area frames on a zero screen dimension.
+        return Err(DecodeError::EmptyImage);
     }
-    Ok(Scan { width, height, frames, local_palette_frames })
+    Ok(Scan { width: sw, height: sh, frames, global_palette, truncated: end == End::Cut, local_palette_frames })
 }
 
 pub(crate) fn check_screen(w: u32, h: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {

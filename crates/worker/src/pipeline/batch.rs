@@ -209,13 +209,14 @@ mod tests {
             _permit: None,
         };
         Decoded {
-            job: Job { ticket, upload: parse_upload(Some(payload)).unwrap() },
+            job: Job { ticket, upload: parse_upload(Some(payload)).unwrap(), warnings: Vec::new() },
             frames: SampledFrames {
                 rgb: vec![fill; frames * (side as usize).pow(2) * 3],
                 count: frames,
                 total_frames: frames,
                 width: side,
                 height: side,
+                warnings: Vec::new(),
             },
         }
     }

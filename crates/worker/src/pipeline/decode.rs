@@ -59,6 +59,8 @@ impl DecodeStage {
                 let (reason, detail) = match result {
                     Ok(Ok(Ok(frames))) => {
                         debug!(%gif_id, frames = frames.count, total = frames.total_frames, "decoded");
+                        let mut job = job;
+                        job.warnings.clone_from(&frames.warnings);
                         let _ = decoded.send(Decoded { job, frames }).await;
                         return;
                     }
@@ -96,8 +98,9 @@ pub fn reason(e: &DecodeError) -> Reason {
         // Nothing to show: a GIF without frames, or without pixels.
         DecodeError::NoFrames | DecodeError::EmptyImage => Reason::NoFrames,
         DecodeError::CorruptData(_) => Reason::CorruptImageData,
-        DecodeError::FrameOutOfBounds { .. } => Reason::FrameOutOfBounds,
-        DecodeError::TooLarge { .. } | DecodeError::DecoderMemory { .. } => Reason::TooLarge,
+        DecodeError::LzwCodeSize { .. } => Reason::InvalidLzwCodeSize,
+        DecodeError::InvalidBlock { .. } => Reason::InvalidBlock,
+        DecodeError::TooLarge { .. } => Reason::TooLarge,
         // Not the input's fault (configuration or a bug): the generic decode code.
         DecodeError::InvalidSpec(_) | DecodeError::Resize(_) => Reason::DecodeFailed,
     }
@@ -118,7 +121,8 @@ mod tests {
             DecodeError::EmptyImage,
             DecodeError::CorruptData(String::new()),
             DecodeError::TooLarge { what: "frames", value: 2, limit: 1 },
-            DecodeError::DecoderMemory { limit: 1 },
+            DecodeError::LzwCodeSize { frame: 0, size: 12 },
+            DecodeError::InvalidBlock { offset: 13, byte: 0 },
             DecodeError::InvalidSpec(""),
             DecodeError::Resize(String::new()),
         ];

@@ -75,13 +75,26 @@ impl Ticket {
 pub struct Job {
     pub ticket: Ticket,
     pub upload: ValidUpload,
+    /// Set by the decode stage: what was wrong with a GIF that still decoded
+    /// ([`gifcodec::SampledFrames::warnings`]); carried into the suggestion.
+    pub warnings: Vec<&'static str>,
 }
 
 /// The one result per consumed record.
 #[derive(Debug)]
 pub enum Outcome {
-    Tagged { job: Job, tags: Vec<TagScore>, frames: usize },
-    Failed { ticket: Ticket, stage: Stage, reason: Reason, message: String },
+    /// Tags for `job`; the decoder's warnings ride on `job.warnings`.
+    Tagged {
+        job: Job,
+        tags: Vec<TagScore>,
+        frames: usize,
+    },
+    Failed {
+        ticket: Ticket,
+        stage: Stage,
+        reason: Reason,
+        message: String,
+    },
 }
 
 impl Outcome {

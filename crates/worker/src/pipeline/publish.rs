@@ -58,7 +58,8 @@ impl PublishStage {
     fn render(&self, outcome: Outcome) -> (Ticket, Output) {
         match outcome {
             Outcome::Tagged { job, tags, frames } => {
-                let s = Suggestion::new(&job.upload.event, self.model.clone(), tags, frames, job.ticket.source);
+                let s = Suggestion::new(&job.upload.event, self.model.clone(), tags, frames, job.ticket.source)
+                    .with_warnings(&job.warnings);
                 // A struct of strings and numbers: serialising it cannot fail.
                 let payload = serde_json::to_vec(&s).unwrap_or_default();
                 let out = Output {

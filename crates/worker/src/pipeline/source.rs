@@ -145,7 +145,7 @@ impl SourceStage {
         match parsed {
             Ok(upload) => {
                 debug!(gif_id = %upload.event.gif_id, offset = ticket.record.offset, "consumed");
-                self.jobs.send(Job { ticket, upload }).await.is_ok()
+                self.jobs.send(Job { ticket, upload, warnings: Vec::new() }).await.is_ok()
             }
             Err(e) => {
                 warn!(partition = ticket.record.partition, offset = ticket.record.offset, error = %e, "invalid upload event");
