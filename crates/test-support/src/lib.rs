@@ -93,12 +93,18 @@ impl Drop for Proc {
 /// A Tansu broker with in-memory storage.
 pub struct Broker {
     pub port: u16,
-    _proc: Proc,
+    proc: Option<Proc>,
 }
 
 impl Broker {
     pub async fn start(partitions: i32) -> Self {
         let port = free_port();
+        let b = Broker { port, proc: Some(Self::spawn(port)) };
+        b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
+        b
+    }
+
+    fn spawn(port: u16) -> Proc {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(local_tool("tansu"))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
@@ -109,9 +115,17 @@ impl Broker {
             .expect("starting tansu");
         let proc = Proc(child);
         wait_for_port(port, Duration::from_secs(10));
-        let b = Broker { port, _proc: proc };
-        b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
-        b
+        proc
+    }
+
+    /// Kill the broker (an outage). Its memory storage is lost.
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Start it again on the same port, empty: the caller re-creates the topics it needs.
+    pub fn restart(&mut self) {
+        self.proc = Some(Self::spawn(self.port));
     }
 
     pub fn brokers(&self) -> String {
@@ -119,8 +133,11 @@ impl Broker {
     }
 
     /// The broker's process id (the benchmark charges its CPU time to the harness).
+    ///
+    /// # Panics
+    /// When the broker is stopped.
     pub fn pid(&self) -> u32 {
-        self._proc.0.id()
+        self.proc.as_ref().expect("the broker is running").0.id()
     }
 
     pub async fn create_topics(&self, names: &[&str], partitions: i32) {
