@@ -1,11 +1,12 @@
 //! The `autotag` command line: one front for every service and tool. It holds no logic of its
 //! own; each command lives in its service's crate. Torch-free tools also ship as their own
-//! binaries (`autotag-ops`), which need no libtorch.
+//! binaries (`autotag-ops`, `autotag-feedback`), which need no libtorch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use autotag_feedback::{FeedbackConfig, FeedbackTool};
 use autotag_infra::config::{self, ConfigArgs, ConfigError};
 use autotag_ops::{OpsCommand, OpsConfig};
 use autotag_worker::WorkerConfig;
@@ -25,6 +26,13 @@ struct Cli {
 enum Command {
     /// Consume upload events, tag their GIFs, publish suggestions.
     Worker,
+    /// Serve the feedback API (POST /v1/feedback); also the `autotag-feedback` binary.
+    FeedbackApi,
+    /// Feedback tools (bulk import).
+    Feedback {
+        #[command(subcommand)]
+        tool: FeedbackTool,
+    },
     #[command(flatten)]
     Ops(OpsCommand),
     /// Print the effective configuration of every section (file + environment) as TOML.
@@ -40,6 +48,18 @@ fn main() -> anyhow::Result<()> {
         Command::Worker => {
             let cfg: WorkerConfig = config::load(path).context("loading configuration")?;
             rt.block_on(autotag_worker::run(cfg, autotag_infra::shutdown::signal()))
+        }
+        Command::FeedbackApi => {
+            let cfg: FeedbackConfig = config::load(path).context("loading configuration")?;
+            rt.block_on(autotag_feedback::run(cfg, autotag_infra::shutdown::signal())).map_err(anyhow::Error::from)
+        }
+        Command::Feedback { tool } => {
+            let cfg: FeedbackConfig = config::load(path).context("loading configuration")?;
+            match rt.block_on(autotag_feedback::run_tool(&cfg, tool)) {
+                Ok(true) => Ok(()),
+                Ok(false) => std::process::exit(1),
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Ops(cmd) => {
             let cfg: OpsConfig = config::load(path).context("loading configuration")?;
@@ -66,12 +86,16 @@ fn effective_config(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
     for (section, value) in config::to_table(&config::load::<OpsConfig>(path)?)? {
         all.entry(section).or_insert(value);
     }
+    for (section, value) in config::to_table(&config::load::<FeedbackConfig>(path)?)? {
+        all.entry(section).or_insert(value);
+    }
     Ok(all)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn repo() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

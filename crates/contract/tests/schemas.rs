@@ -1,10 +1,12 @@
 //! The published contract and the code agree: the dead-letter schema's `reason` and `stage`
-//! enums list exactly [`Reason::ALL`] and [`Stage::ALL`], and so does the README's reason list.
+//! enums list exactly [`Reason::ALL`] and [`Stage::ALL`], and so does the README's reason list;
+//! the feedback schemas list exactly [`FeedbackAction::ALL`], the record schema is the request
+//! schema plus `client` and `received_at`, and the code's records validate under it.
 //! Needs no server and no model.
 
 use std::path::PathBuf;
 
-use autotag_contract::{Reason, Stage};
+use autotag_contract::{FeedbackAction, FeedbackEvent, FeedbackRecord, Reason, Stage, normalize_tag, now_rfc3339};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -47,7 +49,62 @@ fn readme_lists_exactly_the_reason_codes() {
 
 #[test]
 fn schemas_are_valid_json_schemas() {
-    for name in ["upload-event.schema.json", "suggestion.schema.json", "dead-letter.schema.json"] {
+    for name in [
+        "upload-event.schema.json",
+        "suggestion.schema.json",
+        "dead-letter.schema.json",
+        "feedback-event.schema.json",
+        "feedback-record.schema.json",
+    ] {
         jsonschema::validator_for(&schema(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+#[test]
+fn feedback_schemas_list_exactly_the_actions_and_the_record_extends_the_event() {
+    let event = schema("feedback-event.schema.json");
+    let record = schema("feedback-record.schema.json");
+    let code: Vec<String> = FeedbackAction::ALL.iter().map(|a| a.as_str().to_owned()).collect();
+    assert_eq!(strings(&event["properties"]["action"]["enum"]), code);
+    assert_eq!(strings(&record["properties"]["action"]["enum"]), code);
+    // Every field of the request event is a field of the record, and the record adds exactly
+    // `client` and `received_at`.
+    let props = |s: &Value| -> Vec<String> {
+        let mut v: Vec<String> = s["properties"].as_object().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    };
+    let mut expected = props(&event);
+    expected.extend(["client".to_owned(), "received_at".to_owned()]);
+    expected.sort();
+    assert_eq!(props(&record), expected);
+    let mut required = strings(&event["required"]);
+    required.extend(["client".to_owned(), "received_at".to_owned()]);
+    assert_eq!(strings(&record["required"]), required);
+}
+
+#[test]
+fn a_feedback_record_of_the_code_is_valid_under_the_record_schema() {
+    let event = FeedbackEvent {
+        schema_version: 1,
+        event_id: "e1".into(),
+        gif_id: "g1".into(),
+        tag: normalize_tag(" Cat "),
+        action: FeedbackAction::Reject,
+        user_id: "u1".into(),
+        occurred_at: "2026-11-29T10:00:00+01:00".into(),
+        suggestion_event_id: Some("s1".into()),
+        model_version: None,
+    };
+    let request = serde_json::to_value(&event).unwrap();
+    let v = jsonschema::validator_for(&schema("feedback-event.schema.json")).unwrap();
+    assert!(v.is_valid(&request), "{request}");
+    let mut with_client = request.clone();
+    with_client["client"] = "web".into();
+    assert!(!v.is_valid(&with_client), "a request carrying `client` is refused by the schema");
+    let record = FeedbackRecord { event, client: "web".into(), received_at: now_rfc3339() };
+    let value = serde_json::to_value(&record).unwrap();
+    let v = jsonschema::validator_for(&schema("feedback-record.schema.json")).unwrap();
+    let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{value}");
 }

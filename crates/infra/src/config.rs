@@ -35,7 +35,8 @@ pub const ENV_PREFIX: &str = "AUTOTAG__";
 pub const ALL_SECTIONS: &[&str] = &[
     // Shared.
     "kafka", "s3", "retry", "metrics", "shutdown", // The worker.
-    "model", "frames", "batch", "pipeline", "limits",
+    "model", "frames", "batch", "pipeline", "limits", // The feedback API.
+    "feedback",
 ];
 
 /// Errors while loading configuration.

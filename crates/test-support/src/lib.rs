@@ -93,13 +93,13 @@ impl Drop for Proc {
 /// A Tansu broker with in-memory storage.
 pub struct Broker {
     pub port: u16,
-    _proc: Proc,
+    proc: Option<Proc>,
 }
 
 impl Broker {
     pub async fn start(partitions: i32) -> Self {
         let port = free_port();
-        let b = Broker { port, _proc: Self::spawn(port) };
+        let b = Broker { port, proc: Some(Self::spawn(port)) };
         b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
         b
     }
@@ -118,26 +118,26 @@ impl Broker {
         proc
     }
 
-    /// Start a fresh broker on the same port after [`Broker::kill`]. Memory storage: topics,
-    /// records and consumer groups are gone (re-create the topics).
+    /// Kill the broker (an outage). Its memory storage is lost.
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Start it again on the same port, empty: the caller re-creates the topics it needs.
     pub fn restart(&mut self) {
-        self.kill();
-        self._proc = Self::spawn(self.port);
+        self.proc = Some(Self::spawn(self.port));
     }
 
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Stop the broker now (SIGKILL): its clients see it go down.
-    pub fn kill(&mut self) {
-        let _ = self._proc.0.kill();
-        let _ = self._proc.0.wait();
-    }
-
     /// The broker's process id (the benchmark charges its CPU time to the harness).
+    ///
+    /// # Panics
+    /// When the broker is stopped.
     pub fn pid(&self) -> u32 {
-        self._proc.0.id()
+        self.proc.as_ref().expect("the broker is running").0.id()
     }
 
     pub async fn create_topics(&self, names: &[&str], partitions: i32) {

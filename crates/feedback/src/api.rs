@@ -1,0 +1,314 @@
+//! `POST /v1/feedback`: authenticate, check the body, validate every event, write them all, and
+//! answer 202 only once the broker acknowledged every one.
+//!
+//! **Owns** the HTTP contract of the service: the status codes and their order, the error body
+//! (`{"errors":[{"index":i,"field":"/tag","message":"…"}]}`; `index` absent for errors about
+//! the request as a whole), the concurrency bound and CORS.
+//!
+//! **Status order and promises**
+//! - 429 + `Retry-After`: `max_concurrent_requests` are being served; never queued.
+//! - 401 + `WWW-Authenticate`: missing or unknown token, checked before the body is read.
+//! - 415: `Content-Type` is not `application/json`.
+//! - 413: `Content-Length` or the body read over `max_body_bytes`, or more than `max_events`.
+//! - 408: the body did not arrive within `body_read_timeout_ms`.
+//! - 400: not JSON (also invalid UTF-8 and nesting deeper than 128), an empty array, a repeated
+//!   `event_id`, or any invalid event (each listed). Nothing is written.
+//! - 503 + `Retry-After`: the broker did not acknowledge every event within `broker_timeout_ms`.
+//!   Part of the request may have been written; retrying it with the same `event_id`s is safe.
+//! - 202 `{"accepted":n}`: all `n` events are on the topic.
+//!
+//! **CORS**: a preflight (`OPTIONS` with `Access-Control-Request-Method`) from an origin in
+//! `allowed_origins` gets 204 with the allow headers and needs no token; every response to such
+//! an origin carries `Access-Control-Allow-Origin`. Other origins get no CORS headers (a browser
+//! then refuses to let the page read the answer).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use autotag_contract::FeedbackRecord;
+use autotag_contract::now_rfc3339;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::auth::Tokens;
+use crate::metrics;
+use crate::publish::{PublishError, Publisher};
+use crate::validate::{EventValidator, FieldError};
+use autotag_infra::telemetry::Health;
+
+/// The path of the API.
+pub const PATH: &str = "/v1/feedback";
+
+/// Everything a request needs; shared by all of them.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Replaced as a whole on SIGHUP.
+    pub tokens: RwLock<Arc<Tokens>>,
+    pub validator: EventValidator,
+    pub publisher: Publisher,
+    pub health: Arc<Health>,
+    pub max_events: usize,
+    pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    /// Permits for requests in service, `max_concurrent_requests` of them.
+    pub permits: Arc<Semaphore>,
+    pub max_concurrent_requests: usize,
+}
+
+/// Why a request was refused; each variant is one stable status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("all {0} request slots are busy; retry shortly")]
+    Overloaded(usize),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{got} events in one request; at most {max}")]
+    TooManyEvents { got: usize, max: usize },
+    #[error("the body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    #[error("the body could not be read: {0}")]
+    BodyRead(String),
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Unavailable(#[from] PublishError),
+}
+
+impl ApiError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTooLarge(_) | ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyRead(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let errors = match &self {
+            ApiError::Invalid(items) => items.clone(),
+            other => vec![FieldError::new(None, "", other.to_string())],
+        };
+        let mut resp = (status, axum::Json(json!({ "errors": errors }))).into_response();
+        let h = resp.headers_mut();
+        match self {
+            ApiError::Overloaded(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Unauthorized => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::BodyTimeout(_) | ApiError::BodyTooLarge(_) => {
+                // The rest of the body is not read: the connection cannot be reused.
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// The service's router: the API behind the concurrency bound, CORS outermost (a preflight
+/// needs neither a token nor a slot).
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route(PATH, post(post_feedback))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_concurrency))
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .with_state(state)
+}
+
+async fn post_feedback(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = match accept(&state, request).await {
+        Ok(n) => {
+            ::metrics::counter!(metrics::EVENTS_ACCEPTED).increment(n as u64);
+            ::metrics::histogram!(metrics::BATCH_EVENTS).record(n as f64);
+            (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response()
+        }
+        Err(e) => {
+            match &e {
+                ApiError::Invalid(items) => {
+                    let events = items.iter().filter_map(|i| i.index).collect::<std::collections::BTreeSet<_>>();
+                    ::metrics::counter!(metrics::EVENTS_REJECTED).increment(events.len() as u64);
+                    tracing::debug!(errors = items.len(), "request refused: invalid events");
+                }
+                ApiError::Unavailable(err) => tracing::warn!(error = %err, "request refused: broker unavailable"),
+                other => tracing::debug!(error = %other, "request refused"),
+            }
+            e.into_response()
+        }
+    };
+    let status = response.status().as_u16().to_string();
+    ::metrics::histogram!(metrics::REQUEST_SECONDS, "status" => status).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The whole request path; `Ok(n)` once the broker acknowledged all `n` events.
+async fn accept(state: &ApiState, request: Request) -> Result<usize, ApiError> {
+    let (parts, body) = request.into_parts();
+    let client = {
+        let tokens = state.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tokens.authenticate(parts.headers.get(header::AUTHORIZATION)).map(str::to_owned)
+    }
+    .ok_or(ApiError::Unauthorized)?;
+    if !is_json(&parts.headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let max = state.max_body_bytes;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::BodyTooLarge(max));
+    }
+    let bytes = read_body(body, max, state.body_read_timeout).await?;
+    let received_at = now_rfc3339();
+    let values = parse(&bytes, state.max_events)?;
+    let events = state.validator.validate_all(&values, chrono::Utc::now()).map_err(ApiError::Invalid)?;
+    let records: Vec<FeedbackRecord> = events
+        .into_iter()
+        .map(|event| FeedbackRecord { event, client: client.clone(), received_at: received_at.clone() })
+        .collect();
+    let t = Instant::now();
+    let published = state.publisher.publish(&records).await;
+    ::metrics::histogram!(metrics::PUBLISH_SECONDS).record(t.elapsed().as_secs_f64());
+    state.health.set(metrics::BROKER_READY, published.is_ok());
+    published?;
+    Ok(records.len())
+}
+
+/// `application/json`, parameters (`; charset=utf-8`) allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Read at most `max` bytes of `body` within `timeout`.
+async fn read_body(body: Body, max: usize, timeout: Duration) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::BodyTimeout(timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(max)),
+        Ok(Err(e)) => Err(ApiError::BodyRead(e.to_string())),
+    }
+}
+
+/// The body as a list of events: one object or an array of 1..=`max_events`.
+fn parse(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError> {
+    let whole = |m: String| ApiError::Invalid(vec![FieldError::new(None, "", m)]);
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| whole(format!("the body is not valid JSON: {e}")))?;
+    match value {
+        Value::Array(items) if items.is_empty() => Err(whole("the array holds no event".into())),
+        Value::Array(items) if items.len() > max_events => {
+            Err(ApiError::TooManyEvents { got: items.len(), max: max_events })
+        }
+        Value::Array(items) => Ok(items),
+        one => Ok(vec![one]),
+    }
+}
+
+/// At most `max_concurrent_requests` in service; one more gets 429 at once.
+async fn limit_concurrency(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let Ok(permit) = state.permits.clone().try_acquire_owned() else {
+        let resp = ApiError::Overloaded(state.max_concurrent_requests).into_response();
+        ::metrics::counter!(metrics::REQUESTS, "status" => "429").increment(1);
+        return resp;
+    };
+    ::metrics::gauge!(metrics::IN_FLIGHT).increment(1.0);
+    let response = next.run(request).await;
+    ::metrics::gauge!(metrics::IN_FLIGHT).decrement(1.0);
+    drop(permit);
+    ::metrics::counter!(metrics::REQUESTS, "status" => response.status().as_u16().to_string()).increment(1);
+    response
+}
+
+/// CORS for `allowed_origins` (see the module doc).
+async fn cors(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| state.allowed_origins.iter().any(|a| a == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight =
+        request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Some(origin) = origin {
+            let h = resp.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        } else {
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+        }
+        return resp;
+    }
+    let mut resp = next.run(request).await;
+    if let Some(origin) = origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_parse_to_event_lists_and_refusals_get_their_status() {
+        assert_eq!(parse(br#"{"a":1}"#, 2).unwrap().len(), 1);
+        assert_eq!(parse(br#"[{"a":1},{"a":2}]"#, 2).unwrap().len(), 2);
+        assert_eq!(parse(br#"[{},{},{}]"#, 2).unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(parse(b"[]", 2).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(parse(b"\xff\xfe", 2).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        let deep = "[".repeat(10_000);
+        assert_eq!(parse(deep.as_bytes(), 2).unwrap_err().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json(&h));
+        for (v, ok) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("text/plain", false),
+            ("application/jsonx", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            assert_eq!(is_json(&h), ok, "{v}");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Validation of feedback events: the request schema, then the checks that depend on
+//! configuration, then tag normalisation.
+//!
+//! **Owns** the path from untrusted JSON to a [`FeedbackEvent`] fit for the topic, shared by the
+//! API and `autotag feedback import`, and the error items of a 400
+//! (`{"index":i,"field":"/tag","message":"…"}`).
+//!
+//! **Promises**: an event passes only if it is valid under `schemas/feedback-event.schema.json`
+//! (compiled into the binary: the file is the contract), has no id longer than `max_id_chars`,
+//! a tag of 1..=`max_tag_chars` characters after [`normalize_tag`] and no control characters,
+//! and an `occurred_at` that is RFC 3339 and at most `max_future_skew` ahead. Every failing
+//! field of every item is reported, not just the first.
+//!
+//! **Limits**: JSON nesting deeper than serde_json's limit (128) is refused by the parser
+//! before anything here runs; sizes are bounded by the caller (body size, event count).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use autotag_contract::{FeedbackEvent, normalize_tag};
+use chrono::{DateTime, Utc};
+use jsonschema::error::ValidationErrorKind;
+use serde::Serialize;
+use serde_json::Value;
+
+/// The request schema, the contract's file.
+pub const EVENT_SCHEMA: &str = include_str!("../../../schemas/feedback-event.schema.json");
+
+/// One reason a request (or one of its events) is refused, as the 400 body lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Position of the event in the request (0 for a single-object body; the line number in
+    /// `autotag feedback import`); absent when the error is about the request as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// JSON Pointer to the offending field within the event (`/tag`), `""` for the whole event.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(index: Option<usize>, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { index, field: field.into(), message: message.into() }
+    }
+}
+
+/// The limits that depend on configuration (`[feedback]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_tag_chars: usize,
+    pub max_id_chars: usize,
+    pub max_future_skew: Duration,
+}
+
+/// The compiled request schema plus the configured limits.
+pub struct EventValidator {
+    schema: jsonschema::Validator,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for EventValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventValidator").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl EventValidator {
+    /// Compile the request schema.
+    ///
+    /// # Panics
+    /// Never for the schema shipped in the repository (a test compiles it).
+    pub fn new(limits: Limits) -> Self {
+        #[allow(clippy::expect_used)]
+        let schema: Value = serde_json::from_str(EVENT_SCHEMA).expect("schemas/feedback-event.schema.json is JSON");
+        #[allow(clippy::expect_used)]
+        let schema = jsonschema::validator_for(&schema).expect("schemas/feedback-event.schema.json is a valid schema");
+        Self { schema, limits }
+    }
+
+    /// Validate one event (`index` is what its errors report) and return it with its tag
+    /// normalised.
+    ///
+    /// # Errors
+    /// Every failing field, as [`FieldError`]s carrying `index`.
+    pub fn validate(&self, index: usize, value: &Value, now: DateTime<Utc>) -> Result<FeedbackEvent, Vec<FieldError>> {
+        let at = Some(index);
+        let mut errors = Vec::new();
+        if value.get("client").is_some() {
+            errors.push(FieldError::new(
+                at,
+                "/client",
+                "`client` is set by the service from the token; a request must not carry it",
+            ));
+        }
+        for e in self.schema.iter_errors(value) {
+            match &e.kind {
+                ValidationErrorKind::Required { property } => {
+                    let name = property.as_str().unwrap_or_default();
+                    errors.push(FieldError::new(at, format!("{}/{name}", e.instance_path), "is required"));
+                }
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for name in unexpected.iter().filter(|n| n.as_str() != "client") {
+                        errors.push(FieldError::new(at, format!("{}/{name}", e.instance_path), "is not a known field"));
+                    }
+                }
+                _ => errors.push(FieldError::new(at, e.instance_path.to_string(), short(&e.to_string()))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut event: FeedbackEvent = serde_json::from_value(value.clone())
+            .map_err(|e| vec![FieldError::new(at, "", format!("does not match the event's shape: {e}"))])?;
+        let max_id = self.limits.max_id_chars;
+        let ids = [
+            ("/event_id", Some(&event.event_id)),
+            ("/gif_id", Some(&event.gif_id)),
+            ("/user_id", Some(&event.user_id)),
+            ("/suggestion_event_id", event.suggestion_event_id.as_ref()),
+            ("/model_version", event.model_version.as_ref()),
+        ];
+        for (field, id) in ids {
+            let Some(id) = id else { continue };
+            if id.chars().count() > max_id {
+                errors.push(FieldError::new(at, field, format!("is longer than {max_id} characters")));
+            } else if id.trim().is_empty() || id.chars().any(char::is_control) {
+                errors.push(FieldError::new(at, field, "must not be blank or hold control characters"));
+            }
+        }
+        let tag = normalize_tag(&event.tag);
+        let tag_chars = tag.chars().count();
+        if tag_chars == 0 {
+            errors.push(FieldError::new(at, "/tag", "is blank"));
+        } else if tag_chars > self.limits.max_tag_chars {
+            errors.push(FieldError::new(
+                at,
+                "/tag",
+                format!("is longer than {} characters after normalisation", self.limits.max_tag_chars),
+            ));
+        } else if tag.chars().any(char::is_control) {
+            errors.push(FieldError::new(at, "/tag", "must not hold control characters"));
+        }
+        event.tag = tag;
+        match DateTime::parse_from_rfc3339(&event.occurred_at) {
+            Err(_) => errors.push(FieldError::new(at, "/occurred_at", "is not an RFC 3339 timestamp")),
+            Ok(t) => {
+                let skew = chrono::Duration::from_std(self.limits.max_future_skew).unwrap_or(chrono::Duration::MAX);
+                if t.with_timezone(&Utc) > now + skew {
+                    errors.push(FieldError::new(
+                        at,
+                        "/occurred_at",
+                        format!(
+                            "is more than {} ms ahead of the server's clock",
+                            self.limits.max_future_skew.as_millis()
+                        ),
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(event) } else { Err(errors) }
+    }
+
+    /// Validate a whole request: every event, then that no `event_id` repeats. All or nothing.
+    ///
+    /// # Errors
+    /// Every error of every event, ordered by index.
+    pub fn validate_all(&self, values: &[Value], now: DateTime<Utc>) -> Result<Vec<FeedbackEvent>, Vec<FieldError>> {
+        let mut events = Vec::with_capacity(values.len());
+        let mut errors = Vec::new();
+        let mut first_index: HashMap<String, usize> = HashMap::new();
+        for (i, v) in values.iter().enumerate() {
+            match self.validate(i, v, now) {
+                Ok(ev) => {
+                    if let Some(first) = first_index.get(&ev.event_id) {
+                        errors.push(FieldError::new(
+                            Some(i),
+                            "/event_id",
+                            format!("repeats the event_id of item {first} in this request"),
+                        ));
+                    } else {
+                        first_index.insert(ev.event_id.clone(), i);
+                    }
+                    events.push(ev);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() { Ok(events) } else { Err(errors) }
+    }
+}
+
+/// A schema error's text without echoing a huge offending value back.
+fn short(message: &str) -> String {
+    const MAX: usize = 200;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validator() -> EventValidator {
+        EventValidator::new(Limits { max_tag_chars: 8, max_id_chars: 10, max_future_skew: Duration::from_secs(60) })
+    }
+
+    fn good() -> Value {
+        json!({"schema_version":1,"event_id":"e1","gif_id":"g1","tag":"  Café ","action":"add","user_id":"u1",
+               "occurred_at":"2026-11-29T10:00:00Z"})
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-29T10:00:30Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn fields(v: &Value) -> Vec<String> {
+        match validator().validate(3, v, now()) {
+            Ok(_) => vec![],
+            Err(e) => {
+                assert!(e.iter().all(|f| f.index == Some(3)));
+                e.into_iter().map(|f| f.field).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_event_passes_with_its_tag_normalised() {
+        let ev = validator().validate(0, &good(), now()).unwrap();
+        assert_eq!(ev.tag, "café");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let with = |k: &str, v: Value| {
+            let mut g = good();
+            g[k] = v;
+            g
+        };
+        let without = |k: &str| {
+            let mut g = good();
+            g.as_object_mut().unwrap().remove(k);
+            g
+        };
+        assert_eq!(fields(&with("tag", json!(42))), ["/tag"], "a number where a string belongs");
+        assert_eq!(fields(&with("action", json!("like"))), ["/action"]);
+        assert_eq!(fields(&with("schema_version", json!(2))), ["/schema_version"]);
+        assert_eq!(fields(&without("user_id")), ["/user_id"]);
+        assert_eq!(fields(&with("client", json!("evil"))), ["/client"]);
+        assert_eq!(fields(&with("colour", json!("red"))), ["/colour"]);
+        assert_eq!(fields(&with("tag", json!("   "))), ["/tag"]);
+        assert_eq!(fields(&with("tag", json!("ninechars"))), ["/tag"]);
+        assert_eq!(fields(&with("tag", json!("  EIGHTCHR  "))), Vec::<String>::new(), "limit counts after trimming");
+        assert_eq!(fields(&with("event_id", json!("elevenchars"))), ["/event_id"]);
+        assert_eq!(fields(&with("gif_id", json!("a\u{0}b"))), ["/gif_id"]);
+        assert_eq!(fields(&with("occurred_at", json!("yesterday"))), ["/occurred_at"]);
+        assert_eq!(fields(&with("occurred_at", json!("2026-11-29T10:02:00Z"))), ["/occurred_at"], "too far ahead");
+        assert_eq!(fields(&with("occurred_at", json!("2026-11-29T10:01:00Z"))), Vec::<String>::new());
+        assert_eq!(fields(&json!("a string")), [""]);
+        let two = fields(
+            &with("action", json!(1))
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.insert("gif_id".into(), json!(""));
+                    Value::Object(o)
+                })
+                .unwrap(),
+        );
+        assert_eq!(two.len(), 2, "every failing field is reported: {two:?}");
+    }
+
+    #[test]
+    fn a_request_is_all_or_nothing_and_event_ids_must_not_repeat() {
+        let mut bad = good();
+        bad["tag"] = json!(null);
+        let mut other = good();
+        other["event_id"] = json!("e2");
+        let errs = validator().validate_all(&[good(), bad, other.clone(), good()], now()).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.index, e.field.as_str())).collect();
+        assert_eq!(got, [(Some(1), "/tag"), (Some(3), "/event_id")]);
+        assert_eq!(validator().validate_all(&[good(), other], now()).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,337 @@
+//! The feedback API against a real Tansu broker, through the real `autotag-feedback` binary:
+//! every refusal gets its status and writes nothing; a valid batch appears once, with the
+//! client's name from the tokens file; a broker outage is a 503 within the deadline and the same
+//! request succeeds once the broker is back; overload is a 429; CORS preflights; hostile
+//! requests are 4xx with the service alive and its memory bounded.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use autotag_test_support::{Broker, http_get};
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_write_nothing_and_a_valid_batch_appears_once_with_the_client_from_the_token() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(&broker, &[]);
+    let json_ct = Some("application/json");
+
+    // A good batch of ten, and the same with one bad event.
+    let good: Vec<Value> = batch("bad-run", 10);
+    let body = serde_json::to_vec(&good).unwrap();
+
+    let r = svc.post(None, json_ct, &body);
+    assert_eq!(r.status, 401, "missing token: {r:?}");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = svc.post(Some("not-a-token"), json_ct, &body);
+    assert_eq!(r.status, 401, "wrong token");
+    // 401 comes before 415 and 413.
+    assert_eq!(svc.post(Some("nope"), Some("text/plain"), &vec![b'x'; 2 << 20]).status, 401);
+
+    assert_eq!(svc.post(Some(WEB_TOKEN), Some("text/plain"), &body).status, 415, "wrong content type");
+    assert_eq!(svc.post(Some(WEB_TOKEN), None, &body).status, 415, "no content type");
+    // 415 comes before 413.
+    assert_eq!(svc.post(Some(WEB_TOKEN), Some("text/plain"), &vec![b'x'; 2 << 20]).status, 415);
+
+    let mut big = good.clone();
+    big[0]["user_id"] = Value::String("u".repeat(1 << 20));
+    let r = svc.post(Some(WEB_TOKEN), json_ct, &serde_json::to_vec(&big).unwrap());
+    assert_eq!(r.status, 413, "oversize body: {r:?}");
+    let r = svc.post_json(WEB_TOKEN, &Value::Array(batch("too-many", 501)));
+    assert_eq!(r.status, 413, "too many events: {r:?}");
+
+    let mut one_bad = good.clone();
+    one_bad[6]["tag"] = json!(7);
+    let r = svc.post_json(WEB_TOKEN, &Value::Array(one_bad));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.error_fields(), [(Some(6), "/tag".to_owned())], "{}", r.body);
+
+    let mut claims_client = good.clone();
+    claims_client[2]["client"] = json!("someone-else");
+    let r = svc.post_json(WEB_TOKEN, &Value::Array(claims_client));
+    assert_eq!((r.status, r.error_fields()), (400, vec![(Some(2), "/client".to_owned())]));
+
+    let mut repeated = good.clone();
+    repeated[9]["event_id"] = json!("bad-run-3");
+    let r = svc.post_json(WEB_TOKEN, &Value::Array(repeated));
+    assert_eq!((r.status, r.error_fields()), (400, vec![(Some(9), "/event_id".to_owned())]));
+    assert_eq!(svc.post_json(WEB_TOKEN, &json!([])).status, 400, "empty array");
+    assert_eq!(svc.post(Some(WEB_TOKEN), json_ct, b"{not json").status, 400);
+
+    // Now a valid batch, sent with the rotated token and a tag that needs normalising.
+    let mut valid = batch("ok", 10);
+    valid[0]["tag"] = json!("  Cafe\u{301} ");
+    let r = svc.post_json(WEB_TOKEN_NEW, &Value::Array(valid.clone()));
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.json(), json!({"accepted": 10}));
+    // A single object is a batch of one; the other client's token names the other client.
+    let single = event("ios-1", "gif-9", "dog");
+    assert_eq!(svc.post_json(IOS_TOKEN, &single).status, 202);
+
+    let records = read_topic(&broker, Duration::from_secs(20), Duration::from_secs(1), |r| r.len() >= 11);
+    let schema = record_schema();
+    for r in &records {
+        let errors: Vec<String> = schema.iter_errors(&r.value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "record violates the record schema: {errors:?}\n{}", r.value);
+        assert_eq!(r.key.as_deref(), r.value["gif_id"].as_str(), "key is gif_id");
+    }
+    let ids: Vec<(&str, &str)> =
+        records.iter().map(|r| (r.value["client"].as_str().unwrap(), r.value["event_id"].as_str().unwrap())).collect();
+    let mut expected: Vec<(&str, String)> = (0..10).map(|i| ("web", format!("ok-{i}"))).collect();
+    expected.push(("ios-app", "ios-1".to_owned()));
+    let got: BTreeSet<(String, String)> = ids.iter().map(|(c, e)| (c.to_string(), e.to_string())).collect();
+    let want: BTreeSet<(String, String)> = expected.iter().map(|(c, e)| (c.to_string(), e.clone())).collect();
+    assert_eq!(got, want, "exactly the accepted events, nothing of the refused requests");
+    assert_eq!(records.len(), 11, "each once");
+    let first = records.iter().find(|r| r.value["event_id"] == "ok-0").unwrap();
+    assert_eq!(first.value["tag"], "caf\u{e9}", "tag trimmed, lower case, NFC");
+    assert_eq!(first.value["model_version"], "efficientnet-lite0@1");
+    let metrics = http_get(svc.metrics_port, "/metrics").unwrap().1;
+    assert!(metrics.contains("autotag_feedback_events_accepted_total 11"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_outage_is_a_503_within_the_deadline_and_the_same_request_succeeds_after() {
+    let mut broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let mut svc = Service::start(&broker, &[("AUTOTAG__FEEDBACK__BROKER_TIMEOUT_MS", "2000")]);
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("before", 3))).status, 202);
+
+    broker.stop();
+    let request = Value::Array(batch("during", 5));
+    let t = Instant::now();
+    let r = svc.post_json(WEB_TOKEN, &request);
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    assert!(took < Duration::from_millis(2000 + 1000), "503 after {took:?}, deadline 2 s");
+    assert_eq!(http_get(svc.metrics_port, "/readyz").map(|(c, _)| c), Some(503), "not ready while the broker is down");
+
+    // Back (memory storage: empty, so the topic is created again); the client retries the same
+    // request until it is accepted.
+    broker.restart();
+    create_topic(&broker).await;
+    let t = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let r = svc.post_json(WEB_TOKEN, &request);
+        statuses.push(r.status);
+        if r.status == 202 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not accepted 60 s after the broker returned: {statuses:?}\n{}",
+            svc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("statuses after the broker returned: {statuses:?} ({:?})", t.elapsed());
+    svc.wait_ready(Duration::from_secs(5));
+    let records = read_topic(&broker, Duration::from_secs(20), Duration::from_millis(500), |r| {
+        (0..5).all(|i| r.iter().any(|x| x.value["event_id"] == format!("during-{i}")))
+    });
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &records {
+        *counts.entry(r.value["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    for i in 0..5 {
+        assert!(counts.get(&format!("during-{i}")).is_some_and(|n| *n >= 1), "during-{i} missing: {counts:?}");
+    }
+    svc.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_concurrent_requests_is_a_429_never_a_queue() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(
+        &broker,
+        &[("AUTOTAG__FEEDBACK__MAX_CONCURRENT_REQUESTS", "2"), ("AUTOTAG__FEEDBACK__BODY_READ_TIMEOUT_MS", "3000")],
+    );
+    // Two requests hold both slots: headers sent, body withheld.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut s = svc.connect();
+        write!(
+            s,
+            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        .unwrap();
+        holders.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = svc.post_json(WEB_TOKEN, &Value::Array(batch("third", 1)));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(t.elapsed() < Duration::from_millis(500), "answered at once, not queued: {:?}", t.elapsed());
+    // The holders are cut off by the body read timeout (408), which frees the slots.
+    for mut s in holders {
+        assert_eq!(read_response(&mut s).status, 408);
+    }
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("later", 1))).status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_preflight_from_an_allowed_origin_gets_204_others_no_cors_headers() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(&broker, &[("AUTOTAG__FEEDBACK__ALLOWED_ORIGINS", r#"["https://giphy.com"]"#)]);
+    let preflight = |origin: &str| {
+        svc.send(
+            format!(
+                "OPTIONS /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    let r = preflight("https://giphy.com");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://giphy.com"));
+    assert!(r.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")));
+    assert!(r.header("access-control-allow-headers").is_some_and(|h| h.contains("authorization")));
+    let r = preflight("https://evil.example");
+    assert_ne!(r.status / 100, 2, "{r:?}");
+    assert!(r.headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-")), "{r:?}");
+
+    let post = |origin: &str, token: &str| {
+        let body = event(&format!("cors-{origin}-{token}"), "g", "cat").to_string();
+        svc.send(
+            format!(
+                "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: {origin}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let r = post("https://giphy.com", WEB_TOKEN);
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (202, Some("https://giphy.com")));
+    let r = post("https://giphy.com", "bad");
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin")),
+        (401, Some("https://giphy.com")),
+        "errors are readable too"
+    );
+    let r = post("https://evil.example", WEB_TOKEN);
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (202, None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_inputs_get_4xx_the_service_stays_alive_and_memory_bounded() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let mut svc = Service::start(
+        &broker,
+        &[("AUTOTAG__FEEDBACK__BODY_READ_TIMEOUT_MS", "1000"), ("AUTOTAG__FEEDBACK__HEADER_READ_TIMEOUT_MS", "1000")],
+    );
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("warm", 5))).status, 202);
+    let (rss_before, _) = svc.rss_kib();
+
+    for round in 0..3 {
+        // Invalid UTF-8.
+        let r = svc.post(Some(WEB_TOKEN), Some("application/json"), b"[{\"tag\":\"\xff\xfe\xfd\"}]");
+        assert_eq!(r.status, 400, "invalid UTF-8: {r:?}");
+        // Deeply nested JSON, just under the body limit.
+        let deep = format!("{}{}", "[".repeat(500_000), "]".repeat(500_000));
+        let r = svc.post(Some(WEB_TOKEN), Some("application/json"), deep.as_bytes());
+        assert_eq!(r.status, 400, "deep nesting: {r:?}");
+        let deep_obj = "{\"a\":".repeat(100_000);
+        assert_eq!(svc.post(Some(WEB_TOKEN), Some("application/json"), deep_obj.as_bytes()).status, 400);
+        // A JSON number where a string belongs.
+        let mut e = event(&format!("num-{round}"), "g", "cat");
+        e["gif_id"] = json!(12345);
+        let r = svc.post_json(WEB_TOKEN, &e);
+        assert_eq!((r.status, r.error_fields()), (400, vec![(Some(0), "/gif_id".to_owned())]));
+
+        // A 10 MB header.
+        let r = ten_megabyte_header(&svc);
+        assert!(r.status == 431 || r.status == 0, "10 MB header: {r:?}");
+        if round == 0 {
+            assert_eq!(r.status, 431, "the first 10 MB header gets its 431");
+        }
+
+        // A body that never ends: slow (a byte a while) → 408 at the body deadline ...
+        let t = Instant::now();
+        let mut s = svc.connect();
+        write!(s, "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        let writer = {
+            let mut s = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if s.write_all(b"1\r\n[\r\n").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let r = read_response(&mut s);
+        assert_eq!(r.status, 408, "slow endless body: {r:?}");
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        drop(s);
+        writer.join().unwrap();
+        // ... and fast → 413 at the size limit.
+        let mut s = svc.connect();
+        write!(s, "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        let writer = {
+            let mut s = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = format!("10000\r\n{}\r\n", "[".repeat(0x10000));
+                for _ in 0..1000 {
+                    if s.write_all(chunk.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let r = read_response(&mut s);
+        assert!(r.status == 413 || r.status == 0, "fast endless body: {r:?}");
+        drop(s);
+        writer.join().unwrap();
+
+        // Headers that never end: the connection is closed at the header deadline.
+        let t = Instant::now();
+        let mut s = svc.connect();
+        write!(s, "POST /v1/feedback HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let r = read_response(&mut s);
+        assert!(r.status == 0 || r.status == 408, "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(4), "slow headers held for {:?}", t.elapsed());
+    }
+
+    svc.assert_alive();
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("after", 5))).status, 202, "still serving");
+    let (rss_after, peak) = svc.rss_kib();
+    eprintln!("RSS before {rss_before} KiB, after {rss_after} KiB, peak {peak} KiB");
+    assert!(peak < rss_before + 64 * 1024, "peak RSS {peak} KiB grew more than 64 MiB over {rss_before} KiB");
+    let records = read_topic(&broker, Duration::from_secs(20), Duration::from_millis(500), |r| r.len() >= 10);
+    assert_eq!(records.len(), 10, "only the two valid batches were written");
+}
+
+/// Send a request whose headers total 10 MB, from a thread, while reading the answer.
+fn ten_megabyte_header(svc: &Service) -> Response {
+    let mut s = svc.connect();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = s.write_all(b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nX-Big: ");
+            let chunk = vec![b'a'; 64 * 1024];
+            for _ in 0..160 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"\r\n\r\n");
+        })
+    };
+    let r = read_response(&mut s);
+    drop(s);
+    writer.join().unwrap();
+    r
+}
