@@ -3,7 +3,7 @@
 //!
 //! **Owns** `POST /v1/feedback` ([`api`]), its server loop ([`server`]), bearer-token auth
 //! ([`auth`]), validation against `schemas/feedback-event.schema.json` ([`validate`]), the
-//! producer of the feedback topic ([`publish`]), `autotag feedback import` ([`import`]), the
+//! producer of the feedback topic ([`publish`]), `autotag feedback import` ([`import`](mod@import)), the
 //! `[feedback]` config section ([`config`]) and the service's metrics ([`metrics`]). The
 //! `autotag-feedback` binary and `autotag feedback-api` run [`run`].
 //!
