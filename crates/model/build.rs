@@ -9,10 +9,15 @@
 //! at that machine's torch/lib takes precedence over nothing: the rpath is only
 //! a fallback because it is a DT_RUNPATH.
 //!
-//! Shared by the crates whose binaries run the model (model tests, the `autotag` CLI, the
-//! benchmarks): each names this file as its `build` script.
+//! Shared by the crates whose binaries run the model (model tests, the `autotag` CLI at the
+//! repository root, the benchmarks): each names this file as its `build` script.
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+    // Re-run only when libtorch moves. A path here would be resolved against each package's own
+    // root, where this shared file does not lie, and make cargo re-run the script on every build;
+    // a change to this file itself rebuilds and re-runs it anyway. (Without any `rerun-if`
+    // line cargo would re-run it whenever any file of the package changed: for the root package
+    // that is the whole repository.)
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

@@ -1,5 +1,5 @@
 //! `autotag-ops upload|watch`: an unknown librdkafka pass-through key fails them naming it (see
-//! `crates/cli/tests/passthrough.rs` for the same check of `autotag`). Needs no server.
+//! `tests/passthrough.rs` at the repository root for the same check of `autotag`). Needs no server.
 
 #[test]
 fn an_unknown_passthrough_key_fails_upload_and_watch_naming_it() {

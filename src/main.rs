@@ -1,6 +1,7 @@
-//! The `autotag` command line: one front for every service and tool. It holds no logic of its
-//! own; each command lives in its service's crate. Torch-free tools also ship as their own
-//! binaries (`autotag-ops`, `autotag-feedback`), which need no libtorch.
+//! The `autotag` command line: one front for every service and tool, and the root package of
+//! the workspace (its system tests are in the repository's `tests/`). It holds no logic of its
+//! own; each command lives in its service's crate under `crates/`. Torch-free tools also ship as
+//! their own binaries (`autotag-ops`, `autotag-feedback`), which need no libtorch.
 
 use std::path::Path;
 use std::time::Duration;
@@ -97,8 +98,9 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// The repository root: this package's own directory.
     fn repo() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
     /// Every key `autotag config` prints has a row in the README's configuration table: a row

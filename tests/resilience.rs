@@ -201,6 +201,10 @@ async fn sigterm_during_backlog_exits_in_time_and_redoes_nothing_committed() {
     let mut env = worker_env(&broker, &s3);
     let deadline_ms = 4000;
     env.set("AUTOTAG__SHUTDOWN__DEADLINE_MS", &deadline_ms.to_string());
+    // At most 16 events in flight, so a backlog is still waiting when SIGTERM comes: with the
+    // default (256) all 80 events were in flight at once, and a fast CPU (an AVX-512 bf16 EPYC,
+    // December 2026) finished every one of them within the shutdown deadline.
+    env.set("AUTOTAG__PIPELINE__MAX_IN_FLIGHT", "16");
     // Animated GIFs: several seconds of backlog on this CPU.
     let evs: Vec<(String, Vec<u8>)> = (0..80)
         .map(|i| (format!("g{i}"), upload_event(&format!("term-{i}"), &format!("g{i}"), BUCKET, ANIMATED[i % 2])))
