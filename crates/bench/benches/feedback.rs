@@ -320,11 +320,11 @@ async fn open_loop(
                 }
                 if outcome.is_none() {
                     opened.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut c) = Conn::open(port).await {
-                        if let Ok(s) = c.post(body).await {
-                            pool.lock().await.push(c);
-                            outcome = Some(s);
-                        }
+                    if let Ok(mut c) = Conn::open(port).await
+                        && let Ok(s) = c.post(body).await
+                    {
+                        pool.lock().await.push(c);
+                        outcome = Some(s);
                     }
                 }
                 if let Ok(mut t) = tally.lock() {

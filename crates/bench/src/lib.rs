@@ -1696,6 +1696,8 @@ pub fn feedback_report(v: &Value) -> String {
         o += "| events/request | target req/s | offered req/s (× sustained) | 202 req/s | 202 events/s | 202 p50 / p99 ms | 429 p50 / p99 ms | statuses | no answer (resent after an idle close) | client connections: opened / peak open | service RSS per quarter MiB |\n";
         o += "|---:|---:|---:|---:|---:|---|---|---|---:|---|---|\n";
         for r in rows {
+            let failed = format!("{} ({})", s(&r["failed"]), s(&r["retried_on_closed"]));
+            let connections = format!("{} / {}", s(&r["connections_opened"]), s(&r["peak_requests_in_flight"]));
             let q = r["rss"]["quarter_peaks_mib"]
                 .as_array()
                 .map(|a| a.iter().map(f1).collect::<Vec<_>>().join(" / "))
@@ -1713,8 +1715,8 @@ pub fn feedback_report(v: &Value) -> String {
                 f2(&r["latency_ms_429"]["p50"]),
                 f2(&r["latency_ms_429"]["p99"]),
                 statuses(&r["statuses"]),
-                format!("{} ({})", s(&r["failed"]), s(&r["retried_on_closed"])),
-                format!("{} / {}", s(&r["connections_opened"]), s(&r["peak_requests_in_flight"])),
+                failed,
+                connections,
                 q,
             );
         }
