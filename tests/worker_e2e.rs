@@ -79,6 +79,15 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
         Expect::Dead { stage: "fetch", reason: "object_not_found".into() },
     ));
     payloads.insert(6, ("gif-garbage".into(), b"{\"schema_version\": 1, \"event_id\": \"ev-garbage\", oops".to_vec()));
+    // An upload with the uploader's own tags: its suggestion scores those in the vocabulary
+    // (`existing_tag_scores`, what the relabel job keeps or halves by), suggested or not.
+    let mut with_tags: Value =
+        serde_json::from_slice(&upload_event("ev-existing", "gif-existing", BUCKET, "uploads/chelsea_static.gif"))
+            .unwrap();
+    with_tags["existing_tags"] = serde_json::json!([" Cat", "unicorn", "coffee", "cat"]);
+    schemas.upload.validate(&with_tags).expect("test events follow the contract");
+    payloads.push(("gif-existing".into(), serde_json::to_vec(&with_tags).unwrap()));
+    expected.push(("ev-existing".into(), "gif-existing".into(), Expect::Tags(vec!["cat".into()], None)));
     for (key, payload) in &payloads {
         broker.produce(UPLOADS, key, payload).await;
     }
@@ -128,6 +137,16 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
                 assert_eq!(d[0].key.as_deref(), Some(gif_id.as_str()));
                 assert!(d[0].value["payload"].as_str().unwrap().contains(event_id));
             }
+        }
+    }
+    let scored = suggestions["ev-existing"]["existing_tag_scores"].as_array().expect("existing_tag_scores");
+    let scored: Vec<(&str, f64)> =
+        scored.iter().map(|t| (t["tag"].as_str().unwrap(), t["score"].as_f64().unwrap())).collect();
+    assert_eq!(scored.iter().map(|t| t.0).collect::<Vec<_>>(), ["cat", "coffee"], "normalised, once, known tags only");
+    assert!(scored[0].1 >= 0.3 && scored[1].1 < 0.3, "a cat photo: cat kept, coffee not: {scored:?}");
+    for (id, s) in &suggestions {
+        if id.as_str() != "ev-existing" {
+            assert!(s.get("existing_tag_scores").is_none(), "{id}: absent without existing_tags");
         }
     }
     let garbage: Vec<_> = dead.iter().filter(|r| r.value["reason"] == "invalid_event").collect();

@@ -1,7 +1,7 @@
 //! The event contract: what autotag's services read and write on Kafka.
 //!
-//! **Owns** the event types (upload, suggestion, dead letter, feedback; training labels join
-//! here as their service arrives), tag normalisation ([`normalize_tag`]), the dead-letter [`Reason`] and [`Stage`] codes, deterministic
+//! **Owns** the event types (upload, suggestion, dead letter, feedback, training labels), tag
+//! normalisation ([`normalize_tag`]), the dead-letter [`Reason`] and [`Stage`] codes, deterministic
 //! event ids ([`ids`]) and the timestamp format ([`time`]).
 //!
 //! **Promises**: the JSON Schemas in `schemas/` are the published contract and these types are
@@ -21,12 +21,14 @@ pub mod feedback;
 pub mod ids;
 pub mod suggestion;
 pub mod time;
+pub mod training_labels;
 pub mod upload;
 
 pub use dead_letter::{DeadLetter, Reason, RecordOrigin, Stage};
 pub use feedback::{FeedbackAction, FeedbackEvent, FeedbackRecord, normalize_tag};
 pub use suggestion::{ModelRef, Source, Suggestion, TagScore};
 pub use time::now_rfc3339;
+pub use training_labels::{Label, LabelInputs, Provenance, TrainingLabels};
 pub use upload::{ContractError, UploadEvent, ValidUpload, parse_s3_uri, parse_upload};
 
 /// The only schema version this build reads and writes.

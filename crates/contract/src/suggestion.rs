@@ -18,6 +18,15 @@ pub struct TagScore {
     pub score: f32,
 }
 
+impl TagScore {
+    /// The score as the f64 value of its JSON text: serde_json prints an f32 by its shortest
+    /// round-trip form (`0.7`, not `0.699999988…`), and so does `Display`, so a 0.7 on the wire
+    /// compares `>= 0.7` as a reader of the JSON would expect (the relabel thresholds rely on it).
+    pub fn score_as_printed(&self) -> f64 {
+        self.score.to_string().parse().unwrap_or(f64::from(self.score))
+    }
+}
+
 /// Where an upload came from: a live upload, or a replay of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +56,12 @@ pub struct Suggestion {
     /// Absent for a clean GIF. Added without a schema version bump (new optional field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
+    /// The model's score for each of the upload event's `existing_tags` that is in the model's
+    /// vocabulary (normalised tags), whether or not it was suggested: the relabel rule needs
+    /// the score of original labels the model did not suggest. Absent when the upload carried
+    /// no `existing_tags`. Added without a schema version bump (new optional field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_tag_scores: Option<Vec<TagScore>>,
 }
 
 impl Suggestion {
@@ -70,6 +85,7 @@ impl Suggestion {
             source,
             produced_at: now_rfc3339(),
             warnings: None,
+            existing_tag_scores: None,
         }
     }
 
@@ -84,6 +100,16 @@ impl Suggestion {
 mod tests {
     use super::*;
     use crate::parse_upload;
+
+    #[test]
+    fn scores_compare_as_printed() {
+        let t = TagScore { tag: "cat".into(), score: 0.7 };
+        // What the worker writes (`to_vec` prints an f32 as an f32; `to_value` would widen it).
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"tag":"cat","score":0.7}"#);
+        assert!(t.score_as_printed() >= 0.7);
+        assert!(f64::from(t.score) < 0.7, "the widened f32 is below 0.7: why the printed value is used");
+        assert_eq!(TagScore { tag: "x".into(), score: 1.0 }.score_as_printed(), 1.0);
+    }
 
     #[test]
     fn ids_are_deterministic() {

@@ -1,12 +1,16 @@
 //! The published contract and the code agree: the dead-letter schema's `reason` and `stage`
 //! enums list exactly [`Reason::ALL`] and [`Stage::ALL`], and so does the README's reason list;
 //! the feedback schemas list exactly [`FeedbackAction::ALL`], the record schema is the request
-//! schema plus `client` and `received_at`, and the code's records validate under it.
+//! schema plus `client` and `received_at`, and the code's records validate under it; the
+//! training-labels schema lists exactly [`Provenance::ALL`] and the code's records validate.
 //! Needs no server and no model.
 
 use std::path::PathBuf;
 
-use autotag_contract::{FeedbackAction, FeedbackEvent, FeedbackRecord, Reason, Stage, normalize_tag, now_rfc3339};
+use autotag_contract::{
+    FeedbackAction, FeedbackEvent, FeedbackRecord, Label, LabelInputs, Provenance, Reason, Stage, TrainingLabels,
+    normalize_tag, now_rfc3339,
+};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -55,6 +59,7 @@ fn schemas_are_valid_json_schemas() {
         "dead-letter.schema.json",
         "feedback-event.schema.json",
         "feedback-record.schema.json",
+        "training-labels.schema.json",
     ] {
         jsonschema::validator_for(&schema(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -107,4 +112,32 @@ fn a_feedback_record_of_the_code_is_valid_under_the_record_schema() {
     let v = jsonschema::validator_for(&schema("feedback-record.schema.json")).unwrap();
     let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}\n{value}");
+}
+
+#[test]
+fn training_labels_of_the_code_are_valid_and_the_schema_lists_exactly_the_provenances() {
+    let s = schema("training-labels.schema.json");
+    let listed = strings(&s["properties"]["labels"]["items"]["properties"]["provenance"]["enum"]);
+    let code: Vec<String> = Provenance::ALL.iter().map(|p| p.as_str().to_owned()).collect();
+    assert_eq!(listed, code, "schemas/training-labels.schema.json `provenance` enum vs contract::Provenance::ALL");
+    let record = TrainingLabels {
+        schema_version: 1,
+        gif_id: "g1".into(),
+        s3_uri: "s3://gifs/g1.gif".into(),
+        labels: Provenance::ALL
+            .iter()
+            .zip([1.0, 0.5, 0.83, 1.0, 0.0])
+            .map(|(p, score)| Label { tag: format!("tag-{}", p.as_str()), score, provenance: *p })
+            .collect(),
+        model_version: "efficientnet-lite0@1".into(),
+        inputs: LabelInputs { upload_event_id: "u1".into(), suggestion_event_id: "s1".into(), feedback_events: 3 },
+        updated_at: now_rfc3339(),
+    };
+    let value = serde_json::to_value(&record).unwrap();
+    let v = jsonschema::validator_for(&s).unwrap();
+    let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{value}");
+    let mut bad = value.clone();
+    bad["labels"][0]["score"] = 1.5.into();
+    assert!(!v.is_valid(&bad), "a score above 1 is refused");
 }

@@ -6,7 +6,7 @@
 //! over its sampled frames: a tag must be visible through the animation, not
 //! in one frame, to be suggested with high confidence.
 
-use autotag_contract::TagScore;
+use autotag_contract::{TagScore, normalize_tag};
 
 /// Running sum of one GIF's frame scores. Frames of one GIF may arrive in
 /// several batches.
@@ -51,13 +51,32 @@ pub fn top_tags(scores: &[f32], vocab: &[String], top_k: usize, threshold: f32) 
     let mut idx: Vec<usize> = (0..scores.len().min(vocab.len())).filter(|&i| scores[i] >= threshold).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     idx.truncate(top_k);
-    idx.into_iter()
-        .map(|i| TagScore {
-            tag: vocab[i].clone(),
-            // Round for readable output; clamp guards against fp drift past 1.
-            score: ((scores[i].clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0),
-        })
-        .collect()
+    idx.into_iter().map(|i| TagScore { tag: vocab[i].clone(), score: rounded(scores[i]) }).collect()
+}
+
+/// The GIF's score for each of the uploader's `existing` tags that is in `vocab` (compared
+/// after [`normalize_tag`], each tag once, in the uploader's order), whatever its score: the
+/// suggestion's `existing_tag_scores`, which the relabel job keeps or halves original labels
+/// by (issue 13). `None` when the upload carried no tags; an empty list when none of them is
+/// in the vocabulary.
+pub fn existing_tag_scores(scores: &[f32], vocab: &[String], existing: Option<&[String]>) -> Option<Vec<TagScore>> {
+    let existing = existing.filter(|e| !e.is_empty())?;
+    let mut out: Vec<TagScore> = Vec::new();
+    for tag in existing.iter().map(|t| normalize_tag(t)) {
+        if out.iter().any(|t| t.tag == tag) {
+            continue;
+        }
+        if let Some(i) = vocab.iter().position(|v| normalize_tag(v) == tag).filter(|&i| i < scores.len()) {
+            out.push(TagScore { tag, score: rounded(scores[i]) });
+        }
+    }
+    Some(out)
+}
+
+/// A score as published: clamped to `[0, 1]` (guards against fp drift past 1) and rounded to
+/// 4 decimals for readable output.
+fn rounded(score: f32) -> f32 {
+    (score.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0
 }
 
 #[cfg(test)]
@@ -87,6 +106,18 @@ mod tests {
         let mut acc = Accumulator::new(4, 1);
         acc.add_frame(&[f32::NAN, 0.01, 0.02, 0.0]);
         assert!(top_tags(&acc.means(), &vocab(), 5, 0.1).is_empty());
+    }
+
+    #[test]
+    fn existing_tags_get_their_score_whether_suggested_or_not() {
+        let scores = [0.8, 0.01, 0.333_33, 0.0];
+        let existing: Vec<String> = [" Dog", "coffee", "unicorn", "dog"].iter().map(|s| s.to_string()).collect();
+        let got = existing_tag_scores(&scores, &vocab(), Some(&existing)).expect("tags were given");
+        let got: Vec<(&str, f32)> = got.iter().map(|t| (t.tag.as_str(), t.score)).collect();
+        assert_eq!(got, [("dog", 0.3333), ("coffee", 0.01)], "normalised, once each, unknown tags left out");
+        assert_eq!(existing_tag_scores(&scores, &vocab(), None), None);
+        assert_eq!(existing_tag_scores(&scores, &vocab(), Some(&[])), None);
+        assert_eq!(existing_tag_scores(&scores, &vocab(), Some(&["unicorn".to_owned()])), Some(vec![]));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use autotag_contract::Stage;
 use autotag_infra::shutdown::Shutdown;
-use autotag_model::scoring::{Accumulator, top_tags};
+use autotag_model::scoring::{Accumulator, existing_tag_scores, top_tags};
 use autotag_model::warmup::{bucket_for, buckets, warm_up};
 use autotag_model::{Backend, ModelError, ModelInfo};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -233,6 +233,8 @@ fn run_loop(sh: &Shared) {
 }
 
 fn finish(job: Job, acc: &Accumulator, info: &ModelInfo, settings: &InferSettings) -> Outcome {
-    let tags = top_tags(&acc.means(), &info.tags, settings.top_k, settings.threshold);
-    Outcome::Tagged { job, tags, frames: acc.frames() }
+    let means = acc.means();
+    let tags = top_tags(&means, &info.tags, settings.top_k, settings.threshold);
+    let existing_tag_scores = existing_tag_scores(&means, &info.tags, job.upload.event.existing_tags.as_deref());
+    Outcome::Tagged { job, tags, existing_tag_scores, frames: acc.frames() }
 }

@@ -81,12 +81,17 @@ pub struct Job {
 }
 
 /// The one result per consumed record.
+// One outcome per GIF moves through a bounded channel: its size (~400 bytes) costs nothing
+// worth a Box on every tagged GIF.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// Tags for `job`; the decoder's warnings ride on `job.warnings`.
     Tagged {
         job: Job,
         tags: Vec<TagScore>,
+        /// The scores of the upload's `existing_tags` in the vocabulary (`None`: it had none).
+        existing_tag_scores: Option<Vec<TagScore>>,
         frames: usize,
     },
     Failed {
