@@ -42,6 +42,7 @@ impl ServiceConfig for FeedbackConfig {
             ("max_tag_chars", f.max_tag_chars),
             ("max_id_chars", f.max_id_chars),
             ("max_concurrent_requests", f.max_concurrent_requests),
+            ("max_connections", f.max_connections),
         ] {
             if v == 0 {
                 return bad(format!("feedback.{key} must be >= 1"));
@@ -105,6 +106,12 @@ pub struct FeedbackSection {
     /// Requests served at once; one more is answered 429 with `Retry-After` at once (never
     /// queued).
     pub max_concurrent_requests: usize,
+    /// Connections open at once. Past it the listener stops accepting (new connections wait in
+    /// the kernel's accept backlog) until one closes, so the memory of open connections (each
+    /// holds hyper's buffers and possibly a body) is bounded, whatever clients do. Measured
+    /// without a cap (`docs/benchmarks.md`, feedback overload at batch 100): RSS followed the
+    /// ~2 000 connections the load opened, 105 → 147 MiB in 10 s.
+    pub max_connections: usize,
     /// A client must send its request line and headers within this time, or the connection is
     /// closed (`header_read_timeout_ms`).
     #[serde(rename = "header_read_timeout_ms", with = "millis")]
@@ -137,6 +144,7 @@ impl Default for FeedbackSection {
             max_id_chars: 128,
             allowed_origins: Vec::new(),
             max_concurrent_requests: 64,
+            max_connections: 512,
             header_read_timeout: Duration::from_millis(5_000),
             body_read_timeout: Duration::from_millis(10_000),
             broker_timeout: Duration::from_millis(5_000),
@@ -176,6 +184,7 @@ mod tests {
             ("AUTOTAG__FEEDBACK__ALLOWED_ORIGINS", r#"["*"]"#),
             ("AUTOTAG__FEEDBACK__ALLOWED_ORIGINS", r#"["https://giphy.com/"]"#),
             ("AUTOTAG__FEEDBACK__MAX_EVENT", "1"),
+            ("AUTOTAG__FEEDBACK__MAX_CONNECTIONS", "0"),
         ] {
             assert!(load_with_env::<FeedbackConfig>(None, env(&[bad])).is_err(), "{bad:?}");
         }

@@ -111,7 +111,7 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
         return Err(StartError::NoTokensFile);
     }
     let tokens = Tokens::load(&f.tokens_file)?;
-    let health = Arc::new(Health::new(&[metrics::BROKER_READY]));
+    let health = Arc::new(Health::new(&[metrics::BROKER_READY, metrics::ACCEPTING]));
     if !f.metrics_listen.is_empty() {
         let handle = telemetry::install_metrics(metrics::BUCKETS).map_err(|e| StartError::Metrics(e.to_string()))?;
         metrics::describe();
@@ -138,12 +138,23 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
         max_concurrent_requests: f.max_concurrent_requests,
     });
     let watchers = [
-        tokio::spawn(check_broker(state.clone(), f.topic.clone())),
+        tokio::spawn(probe_broker(state.clone(), f.topic.clone())),
         tokio::spawn(reload_tokens_on_sighup(state.clone(), f.tokens_file.clone())),
     ];
     tracing::info!(%addr, topic = %f.topic, "feedback API listening on POST {}", api::PATH);
     let router = api::router(state.clone());
-    server::serve(listener, router, f.header_read_timeout, cfg.shutdown.deadline, stop).await;
+    health.set(metrics::ACCEPTING, true);
+    // Not ready from the moment shutdown begins, so a load balancer stops sending first.
+    let stop = async {
+        stop.await;
+        health.set(metrics::ACCEPTING, false);
+    };
+    let limits = server::ServeLimits {
+        header_read_timeout: f.header_read_timeout,
+        max_connections: f.max_connections,
+        deadline: cfg.shutdown.deadline,
+    };
+    server::serve(listener, router, limits, stop).await;
     for w in watchers {
         w.abort();
     }
@@ -152,9 +163,14 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
     Ok(())
 }
 
-/// Readiness at start: ready once the broker answered for the topic (asked every second until
-/// it does). Requests set it afterwards.
-async fn check_broker(state: Arc<ApiState>, topic: String) {
+/// How often the broker is probed while it answers (every second while it does not).
+pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Readiness follows the broker with or without traffic: the topic's metadata is asked every
+/// second until the broker answers for it, then every [`READY_PROBE_INTERVAL`]. A 503 sets
+/// readiness false at once (`api`); this probe sets it true again once the broker answers, so
+/// an instance that a load balancer took out of rotation comes back by itself.
+async fn probe_broker(state: Arc<ApiState>, topic: String) {
     loop {
         let producer = state.publisher.producer();
         let t = topic.clone();
@@ -165,16 +181,15 @@ async fn check_broker(state: Arc<ApiState>, topic: String) {
                 .map(|m| m.topics().iter().any(|x| x.name() == t && x.error().is_none() && !x.partitions().is_empty()))
         })
         .await;
+        let ready = matches!(found, Ok(Ok(true)));
         match found {
-            Ok(Ok(true)) => {
-                state.health.set(metrics::BROKER_READY, true);
-                return;
-            }
-            Ok(Ok(false)) => tracing::warn!(%topic, "the feedback topic does not exist yet"),
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::warn!(%topic, "the feedback topic does not exist"),
             Ok(Err(e)) => tracing::warn!(error = %e, "the broker did not answer"),
             Err(_) => return,
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        state.health.set(metrics::BROKER_READY, ready);
+        tokio::time::sleep(if ready { READY_PROBE_INTERVAL } else { Duration::from_secs(1) }).await;
     }
 }
 

@@ -18,9 +18,12 @@ pub const PRODUCER_REBUILDS: &str = "autotag_feedback_producer_rebuilds_total";
 /// Events per accepted request (histogram).
 pub const BATCH_EVENTS: &str = "autotag_feedback_batch_events";
 
-/// The readiness condition: the broker answered for the topic (at start), and the last batch
-/// was acknowledged (false after a 503 until one is).
+/// A readiness condition: the broker answers for the topic. Set by a background probe of the
+/// topic's metadata (every second while false, every [`crate::READY_PROBE_INTERVAL`] while
+/// true), so it recovers without traffic; a 503 sets it false at once.
 pub const BROKER_READY: &str = "broker_ready";
+/// A readiness condition: the listener accepts requests (false from the start of shutdown).
+pub const ACCEPTING: &str = "accepting";
 
 /// Buckets of the non-seconds histograms.
 pub const BUCKETS: &[(&str, &[f64])] = &[(BATCH_EVENTS, &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0])];

@@ -7,31 +7,48 @@
 //! body of at most `max_body_bytes`. On shutdown the listener closes at once, requests in flight
 //! finish (their 202 or 503 is still sent), and whatever is still open at `deadline` is dropped.
 //!
-//! **Limits**: HTTP/1.1 only, no TLS (put a TLS-terminating load balancer in front). The number
-//! of open connections is not capped here: idle ones are cut by the header read timeout.
+//! At most `max_connections` are open at once: past it the loop stops accepting until one
+//! closes, and new connections wait in the kernel's accept backlog (as tokio's mini-redis
+//! limits its connections), so the memory that open connections hold is bounded whatever
+//! clients do. Idle keep-alive connections are cut by the header read timeout.
+//!
+//! **Limits**: HTTP/1.1 only, no TLS (put a TLS-terminating load balancer in front).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// Largest request line + headers accepted; more is a 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// How the server loop treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Request line and headers must arrive within this.
+    pub header_read_timeout: Duration,
+    /// Connections open at once (at least 1).
+    pub max_connections: usize,
+    /// After `stop`, requests in flight may finish for this long.
+    pub deadline: Duration,
+}
+
 /// Serve `router` on `listener` until `stop` resolves, then let requests in flight finish for up
-/// to `deadline`.
+/// to `limits.deadline`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
-    deadline: Duration,
+    limits: ServeLimits,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let ServeLimits { header_read_timeout, max_connections, deadline } = limits;
+    let open = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_header_size(MAX_HEADER_BYTES);
     // Each connection task watches `stopping` and finishes its request in flight, then closes.
@@ -39,6 +56,14 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     tokio::pin!(stop);
     loop {
+        // A slot first: at the cap, stop accepting until a connection closes.
+        let slot = tokio::select! {
+            slot = open.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let (stream, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -55,6 +80,7 @@ pub async fn serve(
         let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
         let mut stopping = stopping.clone();
         connections.spawn(async move {
+            let _slot = slot;
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -112,10 +112,22 @@ async fn broker_outage_is_a_503_within_the_deadline_and_the_same_request_succeed
     assert!(took < Duration::from_millis(2000 + 1000), "503 after {took:?}, deadline 2 s");
     assert_eq!(http_get(svc.metrics_port, "/readyz").map(|(c, _)| c), Some(503), "not ready while the broker is down");
 
-    // Back (memory storage: empty, so the topic is created again); the client retries the same
-    // request until it is accepted.
+    // Back (memory storage: empty, so the topic is created again). With no traffic at all,
+    // readiness comes back by itself: a load balancer that gates on /readyz sends nothing to an
+    // instance it took out of rotation, so only the service's own probe can bring it back.
     broker.restart();
     create_topic(&broker).await;
+    let back = Instant::now();
+    while http_get(svc.metrics_port, "/readyz").map(|(c, _)| c) != Some(200) {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "not ready 30 s after the broker returned\n{}",
+            svc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("ready again {:?} after the broker returned, without traffic", back.elapsed());
+    // The client retries the same request until it is accepted.
     let t = Instant::now();
     let mut statuses = Vec::new();
     loop {
@@ -144,6 +156,43 @@ async fn broker_outage_is_a_503_within_the_deadline_and_the_same_request_succeed
     for i in 0..5 {
         assert!(counts.get(&format!("during-{i}")).is_some_and(|n| *n >= 1), "during-{i} missing: {counts:?}");
     }
+    svc.assert_alive();
+}
+
+/// Past `max_connections` the listener stops accepting: a new client waits (in the kernel's
+/// backlog) instead of costing the service memory, and is served once a connection closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_connections_a_new_connection_waits_until_one_closes() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let mut svc = Service::start(
+        &broker,
+        &[("AUTOTAG__FEEDBACK__MAX_CONNECTIONS", "3"), ("AUTOTAG__FEEDBACK__HEADER_READ_TIMEOUT_MS", "60000")],
+    );
+    svc.wait_ready(Duration::from_secs(20));
+    // Three silent connections take every connection slot.
+    let mut silent: Vec<std::net::TcpStream> = (0..3).map(|_| svc.connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = svc.port;
+    let body = Value::Array(batch("waiting", 1)).to_string();
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let _ = tx.send((read_response(&mut s).status, Instant::now()));
+    });
+    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "served past max_connections");
+    let closed = Instant::now();
+    drop(silent.pop());
+    let (status, at) = rx.recv_timeout(Duration::from_secs(10)).expect("served once a connection closed");
+    assert_eq!(status, 202);
+    eprintln!("served {:?} after a connection closed", at.duration_since(closed));
     svc.assert_alive();
 }
 
