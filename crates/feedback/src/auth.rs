@@ -61,6 +61,8 @@ impl Tokens {
     /// [`TokensError::Line`] for the first malformed line.
     pub fn parse(text: &str) -> Result<Self, TokensError> {
         let mut entries = Vec::new();
+        // A byte-order mark (what some Windows editors write first) is not part of line 1.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -120,7 +122,8 @@ pub fn token_line(client: &str, token: &str) -> String {
 }
 
 fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would take a leading `+` in a pair ("+a").
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -133,6 +136,15 @@ fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bom_is_not_line_one_and_a_plus_is_not_a_hex_digit() {
+        let line = token_line("web", "t");
+        assert_eq!(Tokens::parse(&format!("\u{feff}{line}\n")).unwrap().len(), 1);
+        let hex = line.split("sha256:").nth(1).unwrap();
+        let plus = format!("web sha256:+{}", &hex[1..]);
+        assert!(matches!(Tokens::parse(&plus), Err(TokensError::Line { line: 1, .. })), "{plus}");
+    }
 
     fn bearer(t: &str) -> HeaderValue {
         HeaderValue::from_str(&format!("Bearer {t}")).unwrap()

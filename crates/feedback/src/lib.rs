@@ -55,6 +55,8 @@ pub enum StartError {
     Bind { addr: String, source: std::io::Error },
     #[error("metrics endpoint: {0}")]
     Metrics(String),
+    #[error("installing the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 /// The feedback commands besides the API (`autotag feedback …`, `autotag-feedback …`).
@@ -111,6 +113,9 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
         return Err(StartError::NoTokensFile);
     }
     let tokens = Tokens::load(&f.tokens_file)?;
+    // SIGHUP's handler first: until it is installed, a SIGHUP (an operator's reload) would
+    // terminate the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(StartError::Signal)?;
     let health = Arc::new(Health::new(&[metrics::BROKER_READY, metrics::ACCEPTING]));
     if !f.metrics_listen.is_empty() {
         let handle = telemetry::install_metrics(metrics::BUCKETS).map_err(|e| StartError::Metrics(e.to_string()))?;
@@ -139,7 +144,7 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
     });
     let watchers = [
         tokio::spawn(probe_broker(state.clone(), f.topic.clone())),
-        tokio::spawn(reload_tokens_on_sighup(state.clone(), f.tokens_file.clone())),
+        tokio::spawn(reload_tokens_on_sighup(state.clone(), f.tokens_file.clone(), hangups)),
     ];
     tracing::info!(%addr, topic = %f.topic, "feedback API listening on POST {}", api::PATH);
     let router = api::router(state.clone());
@@ -193,17 +198,23 @@ async fn probe_broker(state: Arc<ApiState>, topic: String) {
     }
 }
 
-/// SIGHUP: re-read the tokens file; a file that does not load is logged and the old tokens stay.
-async fn reload_tokens_on_sighup(state: Arc<ApiState>, path: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-    while hup.recv().await.is_some() {
+/// SIGHUP: re-read the tokens file. A reload applies or fails as a whole: a file with one bad
+/// line (or none at all) keeps every old token, so a half-read file can never lock every
+/// client out. A failure is loud: `autotag_feedback_token_reloads_total{result="error"}` and an
+/// error log line naming the bad line. An operator who removed a leaked token checks that
+/// metric (or the log) and reloads again once the file is fixed.
+async fn reload_tokens_on_sighup(state: Arc<ApiState>, path: PathBuf, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
         match Tokens::load(&path) {
             Ok(t) => {
+                ::metrics::counter!(metrics::TOKEN_RELOADS, "result" => "ok").increment(1);
                 tracing::info!(tokens = t.len(), "tokens file reloaded");
                 *state.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
             }
-            Err(e) => tracing::error!(error = %e, "tokens file not reloaded; keeping the old tokens"),
+            Err(e) => {
+                ::metrics::counter!(metrics::TOKEN_RELOADS, "result" => "error").increment(1);
+                tracing::error!(error = %e, "tokens file NOT reloaded: every old token still works until a clean reload");
+            }
         }
     }
 }

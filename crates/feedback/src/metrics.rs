@@ -15,6 +15,9 @@ pub const PUBLISH_SECONDS: &str = "autotag_feedback_publish_duration_seconds";
 pub const IN_FLIGHT: &str = "autotag_feedback_requests_in_flight";
 /// Producers rebuilt after a fatal librdkafka error or a failed batch (see `publish`).
 pub const PRODUCER_REBUILDS: &str = "autotag_feedback_producer_rebuilds_total";
+/// Tokens file reloads on SIGHUP, by `result` (`ok`, `error`): a failed reload keeps the old
+/// tokens, so an operator must see it here.
+pub const TOKEN_RELOADS: &str = "autotag_feedback_token_reloads_total";
 /// Events per accepted request (histogram).
 pub const BATCH_EVENTS: &str = "autotag_feedback_batch_events";
 
@@ -38,4 +41,5 @@ pub fn describe() {
     metrics::describe_gauge!(IN_FLIGHT, "Feedback requests being served");
     metrics::describe_counter!(PRODUCER_REBUILDS, "Producers rebuilt after a fatal librdkafka error or a failed batch");
     metrics::describe_histogram!(BATCH_EVENTS, "Events per accepted request");
+    metrics::describe_counter!(TOKEN_RELOADS, "Tokens file reloads on SIGHUP, by result (ok, error)");
 }

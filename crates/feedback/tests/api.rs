@@ -159,6 +159,35 @@ async fn broker_outage_is_a_503_within_the_deadline_and_the_same_request_succeed
     svc.assert_alive();
 }
 
+/// A leaked token removed from the tokens file, with a typo on another line: the reload fails
+/// as a whole (every old token still works) and the failure is counted on /metrics and logged
+/// with its line; the next clean reload revokes the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_token_reload_is_counted_and_the_next_clean_one_revokes() {
+    use autotag_feedback::auth::token_line;
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(&broker, &[]);
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("before", 1))).status, 202);
+
+    std::fs::write(&svc.tokens, format!("{}\nios-app sha256:0123 # typo\n", token_line("web", WEB_TOKEN_NEW))).unwrap();
+    svc.hangup();
+    svc.wait_metric(r#"autotag_feedback_token_reloads_total{result="error"} 1"#, Duration::from_secs(10));
+    assert!(svc.log_text().contains("line 2"), "the log names the bad line:\n{}", svc.log_text());
+    assert_eq!(
+        svc.post_json(WEB_TOKEN, &Value::Array(batch("kept", 1))).status,
+        202,
+        "all or nothing: old tokens kept"
+    );
+
+    std::fs::write(&svc.tokens, format!("\u{feff}{}\n", token_line("web", WEB_TOKEN_NEW))).unwrap();
+    svc.hangup();
+    svc.wait_metric(r#"autotag_feedback_token_reloads_total{result="ok"} 1"#, Duration::from_secs(10));
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("leaked", 1))).status, 401, "the leaked token is revoked");
+    assert_eq!(svc.post_json(WEB_TOKEN_NEW, &Value::Array(batch("after", 1))).status, 202);
+    assert_eq!(svc.post_json(IOS_TOKEN, &Value::Array(batch("ios", 1))).status, 401);
+}
+
 /// Past `max_connections` the listener stops accepting: a new client waits (in the kernel's
 /// backlog) instead of costing the service memory, and is served once a connection closes.
 #[tokio::test(flavor = "multi_thread")]

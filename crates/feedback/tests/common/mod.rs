@@ -29,6 +29,8 @@ pub struct Service {
     pub port: u16,
     pub metrics_port: u16,
     pub log: PathBuf,
+    /// The tokens file the service reads (rewrite it, then [`Service::hangup`]).
+    pub tokens: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -57,13 +59,14 @@ impl Service {
         let port = free_port();
         let metrics_port = free_port();
         let log = dir.path().join("service.log");
+        let tokens = tokens_file(dir.path());
         let mut cmd = Command::new(bin());
         cmd.arg("--config")
             .arg(repo().join("config/default.toml"))
             .env("AUTOTAG__KAFKA__BROKERS", broker.brokers())
             .env("AUTOTAG__FEEDBACK__LISTEN", format!("127.0.0.1:{port}"))
             .env("AUTOTAG__FEEDBACK__METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
-            .env("AUTOTAG__FEEDBACK__TOKENS_FILE", tokens_file(dir.path()))
+            .env("AUTOTAG__FEEDBACK__TOKENS_FILE", &tokens)
             .env("AUTOTAG__FEEDBACK__BROKER_TIMEOUT_MS", "2000")
             .env("AUTOTAG__SHUTDOWN__DEADLINE_MS", "2000")
             .env("AUTOTAG_LOG", "info,autotag_feedback=debug")
@@ -72,8 +75,8 @@ impl Service {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let mut s =
-            Service { proc: Proc(cmd.spawn().expect("starting autotag-feedback")), port, metrics_port, log, _dir: dir };
+        let proc = Proc(cmd.spawn().expect("starting autotag-feedback"));
+        let mut s = Service { proc, port, metrics_port, log, tokens, _dir: dir };
         s.wait_ready(Duration::from_secs(20));
         s
     }
@@ -89,6 +92,25 @@ impl Service {
             }
             assert!(t.elapsed() < timeout, "not ready within {timeout:?}; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Send SIGHUP (reload the tokens file).
+    pub fn hangup(&self) {
+        let ok = Command::new("kill").args(["-HUP", &self.proc.0.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -HUP");
+    }
+
+    /// Wait until `/metrics` holds the line `line`.
+    pub fn wait_metric(&self, line: &str, timeout: Duration) {
+        let t = Instant::now();
+        loop {
+            let text = http_get(self.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(t.elapsed() < timeout, "no `{line}` on /metrics within {timeout:?}:\n{text}\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
