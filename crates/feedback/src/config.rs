@@ -48,6 +48,14 @@ impl ServiceConfig for FeedbackConfig {
                 return bad(format!("feedback.{key} must be >= 1"));
             }
         }
+        for (key, v) in [("max_tag_chars", f.max_tag_chars), ("max_id_chars", f.max_id_chars)] {
+            if v > crate::validate::MAX_CHARS_CEILING {
+                return bad(format!(
+                    "feedback.{key} = {v} is above the schemas' ceiling of {} characters",
+                    crate::validate::MAX_CHARS_CEILING
+                ));
+            }
+        }
         for (key, d) in [
             ("header_read_timeout_ms", f.header_read_timeout),
             ("body_read_timeout_ms", f.body_read_timeout),
@@ -96,10 +104,11 @@ pub struct FeedbackSection {
     /// Largest request body in bytes; more is a 413 (checked on `Content-Length` and while
     /// reading, so a body without a length cannot exceed it either).
     pub max_body_bytes: usize,
-    /// Longest tag in Unicode scalar values, after normalisation (trim, lower case, NFC).
+    /// Longest tag in Unicode scalar values, after normalisation (trim, lower case, NFC); at
+    /// most 256, the schemas' ceiling.
     pub max_tag_chars: usize,
     /// Longest `event_id`, `gif_id`, `user_id`, `suggestion_event_id`, `model_version`, in
-    /// Unicode scalar values.
+    /// Unicode scalar values; at most 256, the schemas' ceiling.
     pub max_id_chars: usize,
     /// Browser origins allowed to call the API (CORS), `scheme://host[:port]`; empty = none.
     pub allowed_origins: Vec<String>,
@@ -185,6 +194,8 @@ mod tests {
             ("AUTOTAG__FEEDBACK__ALLOWED_ORIGINS", r#"["https://giphy.com/"]"#),
             ("AUTOTAG__FEEDBACK__MAX_EVENT", "1"),
             ("AUTOTAG__FEEDBACK__MAX_CONNECTIONS", "0"),
+            ("AUTOTAG__FEEDBACK__MAX_ID_CHARS", "257"),
+            ("AUTOTAG__FEEDBACK__MAX_TAG_CHARS", "1000"),
         ] {
             assert!(load_with_env::<FeedbackConfig>(None, env(&[bad])).is_err(), "{bad:?}");
         }

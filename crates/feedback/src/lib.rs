@@ -55,6 +55,10 @@ pub enum StartError {
     Bind { addr: String, source: std::io::Error },
     #[error("metrics endpoint: {0}")]
     Metrics(String),
+    #[error(
+        "the largest valid feedback record ({largest} bytes under feedback.max_id_chars / max_tag_chars) exceeds the producer's message.max.bytes ({max_message}): lower those limits or raise message.max.bytes"
+    )]
+    MessageSize { largest: usize, max_message: usize },
     #[error("installing the SIGHUP handler: {0}")]
     Signal(std::io::Error),
 }
@@ -124,6 +128,14 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
             .await
             .map_err(|e| StartError::Metrics(format!("binding {}: {e}", f.metrics_listen)))?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    // A valid event must never be too large for the producer: that would be a 503 that no retry
+    // can cure (and the rest of its batch written on every try).
+    let largest = validate::largest_record_bytes(&limits(f));
+    let cc = publish::producer_config(&cfg.kafka, f.broker_timeout);
+    let max_message = cc.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1_000_000);
+    if largest > max_message {
+        return Err(StartError::MessageSize { largest, max_message });
     }
     let publisher = Publisher::new(&cfg.kafka, &f.topic, f.broker_timeout)?;
     let listener = tokio::net::TcpListener::bind(&f.listen)

@@ -44,6 +44,26 @@ impl FieldError {
     }
 }
 
+/// The hard ceiling on `max_id_chars` and `max_tag_chars`, and the schemas' `maxLength` of every
+/// id, the user and the tag (`schemas/feedback-event.schema.json`): configuration may go lower,
+/// never higher, so that the largest valid record stays small ([`largest_record_bytes`]).
+pub const MAX_CHARS_CEILING: usize = 256;
+
+/// The longest `occurred_at` the schemas allow: `2026-12-01T10:00:00.123456789+01:00`.
+pub const MAX_OCCURRED_AT_CHARS: usize = 35;
+
+/// An upper bound, in bytes, of the largest feedback record (key and JSON value) the service can
+/// write under `limits`: every id at `max_id_chars` and the tag at `max_tag_chars`, 4 bytes a
+/// character (UTF-8; control characters are refused, so no `\u00XX` escapes), plus the fixed
+/// fields and 512 bytes of names and punctuation. The service refuses to start when this exceeds
+/// the producer's `message.max.bytes`, so a valid event can never be refused by the producer
+/// for its size.
+pub fn largest_record_bytes(limits: &Limits) -> usize {
+    let ids = 5 * limits.max_id_chars + limits.max_tag_chars;
+    let key = limits.max_id_chars;
+    4 * (ids + key) + MAX_OCCURRED_AT_CHARS + 64 /* client */ + 30 /* received_at */ + 512
+}
+
 /// The limits that depend on configuration (`[feedback]`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -206,6 +226,37 @@ fn short(message: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The schema's ceilings are the code's, and the largest record at the ceilings is small.
+    #[test]
+    fn schema_ceilings_match_the_code() {
+        let schema: Value = serde_json::from_str(EVENT_SCHEMA).unwrap();
+        for f in ["event_id", "gif_id", "user_id", "suggestion_event_id", "model_version", "tag"] {
+            assert_eq!(schema["properties"][f]["maxLength"], MAX_CHARS_CEILING, "{f}");
+        }
+        assert_eq!(schema["properties"]["occurred_at"]["maxLength"], MAX_OCCURRED_AT_CHARS);
+        let at_ceiling = Limits {
+            max_tag_chars: MAX_CHARS_CEILING,
+            max_id_chars: MAX_CHARS_CEILING,
+            max_future_skew: Duration::ZERO,
+        };
+        assert!(largest_record_bytes(&at_ceiling) < 10_000, "{}", largest_record_bytes(&at_ceiling));
+    }
+
+    /// A megabyte of fraction digits is a 400 on `/occurred_at`, not a record too large to write.
+    #[test]
+    fn an_overlong_occurred_at_is_refused() {
+        let v = validator();
+        let mut e = good();
+        e["occurred_at"] = format!("2026-11-29T10:00:00.{}Z", "1".repeat(1_000_000)).into();
+        let errors = v.validate(0, &e, now()).unwrap_err();
+        assert!(errors.iter().all(|x| x.field == "/occurred_at"), "{errors:?}");
+        assert!(errors.iter().all(|x| x.message.len() <= 400), "no megabyte echoed back");
+        e["occurred_at"] = "2026-11-29T10:00:00.1234567891Z".into();
+        assert!(v.validate(0, &e, now()).is_err(), "10 fraction digits");
+        e["occurred_at"] = "2026-11-29T10:00:00.123456789+01:00".into();
+        assert!(v.validate(0, &e, now()).is_ok());
+    }
 
     fn validator() -> EventValidator {
         EventValidator::new(Limits { max_tag_chars: 8, max_id_chars: 10, max_future_skew: Duration::from_secs(60) })

@@ -159,6 +159,30 @@ async fn broker_outage_is_a_503_within_the_deadline_and_the_same_request_succeed
     svc.assert_alive();
 }
 
+/// A record that could never be written is refused as a 4xx before anything is produced: a
+/// batch holding one event with a megabyte of `occurred_at` fraction digits (before the
+/// schemas' ceilings it got a 503, and its valid neighbour was written on every retry).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_megabyte_occurred_at_is_a_400_and_nothing_of_its_batch_is_written() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(&broker, &[]);
+    let mut huge = event("mega-1", "g1", "cat");
+    huge["occurred_at"] = format!("2026-11-29T10:00:00.{}Z", "1".repeat(1_000_000)).into();
+    let body = Value::Array(vec![event("mega-0", "g1", "cat"), huge]);
+    let r = svc.post_json(WEB_TOKEN, &body);
+    assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(500)]);
+    let fields = r.error_fields();
+    assert!(!fields.is_empty() && fields.iter().all(|f| *f == (Some(1), "/occurred_at".to_owned())), "{fields:?}");
+    assert!(r.body.len() < 2_000, "the 400 does not echo the megabyte back ({} bytes)", r.body.len());
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("marker", 1))).status, 202);
+    let records = read_topic(&broker, Duration::from_secs(20), Duration::from_millis(500), |r| {
+        r.iter().any(|x| x.value["event_id"] == "marker-0")
+    });
+    let ids: Vec<&str> = records.iter().filter_map(|r| r.value["event_id"].as_str()).collect();
+    assert_eq!(ids, ["marker-0"], "nothing of the refused batch is on the topic");
+}
+
 /// A leaked token removed from the tokens file, with a typo on another line: the reload fails
 /// as a whole (every old token still works) and the failure is counted on /metrics and logged
 /// with its line; the next clean reload revokes the token.
