@@ -9,7 +9,8 @@
 //! (compiled into the binary: the file is the contract), has no id longer than `max_id_chars`,
 //! a tag of 1..=`max_tag_chars` characters after [`normalize_tag`] and no control characters,
 //! and an `occurred_at` that is RFC 3339 and at most `max_future_skew` ahead. Every failing
-//! field of every item is reported, not just the first.
+//! field of every item is reported, not just the first, up to [`MAX_ERRORS`] items per request
+//! (the rest are counted).
 //!
 //! **Limits**: JSON nesting deeper than serde_json's limit (128) is refused by the parser
 //! before anything here runs; sizes are bounded by the caller (body size, event count).
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 use jsonschema::error::ValidationErrorKind;
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The request schema, the contract's file.
 pub const EVENT_SCHEMA: &str = include_str!("../../../schemas/feedback-event.schema.json");
@@ -63,6 +65,16 @@ pub fn largest_record_bytes(limits: &Limits) -> usize {
     let key = limits.max_id_chars;
     4 * (ids + key) + MAX_OCCURRED_AT_CHARS + 64 /* client */ + 30 /* received_at */ + 512
 }
+
+/// The longest JSON text of one event that is parsed at all (64 KiB): the largest valid event,
+/// every character written as a `\uXXXX` escape (6 bytes), is under 10 KiB at the ceilings,
+/// which leaves room for any whitespace a client may indent with. A longer element is refused
+/// unparsed, so one element's `Value` stays small.
+pub const MAX_EVENT_TEXT_BYTES: usize = 64 * 1024;
+
+/// Most error items a refused request lists (a 400's body, an import line's report); the rest
+/// are counted in one last item.
+pub const MAX_ERRORS: usize = 100;
 
 /// The limits that depend on configuration (`[feedback]`).
 #[derive(Debug, Clone, Copy)]
@@ -180,16 +192,39 @@ impl EventValidator {
         if errors.is_empty() { Ok(event) } else { Err(errors) }
     }
 
-    /// Validate a whole request: every event, then that no `event_id` repeats. All or nothing.
+    /// Validate a whole request, given as each event's raw JSON text: every event, then that no
+    /// `event_id` repeats. All or nothing. An element longer than [`MAX_EVENT_TEXT_BYTES`] is
+    /// refused without being parsed; the others become a `Value` one at a time, so the memory
+    /// of validation is one event's, not the request's.
     ///
     /// # Errors
     /// Every error of every event, ordered by index.
-    pub fn validate_all(&self, values: &[Value], now: DateTime<Utc>) -> Result<Vec<FeedbackEvent>, Vec<FieldError>> {
-        let mut events = Vec::with_capacity(values.len());
+    pub fn validate_all(
+        &self,
+        raw: &[Box<RawValue>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FeedbackEvent>, Vec<FieldError>> {
+        let mut events = Vec::with_capacity(raw.len());
         let mut errors = Vec::new();
         let mut first_index: HashMap<String, usize> = HashMap::new();
-        for (i, v) in values.iter().enumerate() {
-            match self.validate(i, v, now) {
+        let mut omitted = 0usize;
+        for (i, text) in raw.iter().enumerate() {
+            if text.get().len() > MAX_EVENT_TEXT_BYTES {
+                errors.push(FieldError::new(
+                    Some(i),
+                    "",
+                    format!("is {} bytes of JSON; an event is at most {MAX_EVENT_TEXT_BYTES}", text.get().len()),
+                ));
+                continue;
+            }
+            let v: Value = match serde_json::from_str(text.get()) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(FieldError::new(Some(i), "", format!("is not valid JSON: {e}")));
+                    continue;
+                }
+            };
+            match self.validate(i, &v, now) {
                 Ok(ev) => {
                     if let Some(first) = first_index.get(&ev.event_id) {
                         errors.push(FieldError::new(
@@ -204,6 +239,19 @@ impl EventValidator {
                 }
                 Err(mut e) => errors.append(&mut e),
             }
+            // Keep at most MAX_ERRORS items (a body of unknown properties could otherwise hold
+            // ~100 000 of them per request), counting the rest.
+            if errors.len() > MAX_ERRORS {
+                omitted += errors.len() - MAX_ERRORS;
+                errors.truncate(MAX_ERRORS);
+            }
+        }
+        if omitted > 0 {
+            errors.push(FieldError::new(
+                None,
+                "",
+                format!("and {omitted} more errors (the first {MAX_ERRORS} are listed)"),
+            ));
         }
         if errors.is_empty() { Ok(events) } else { Err(errors) }
     }
@@ -265,6 +313,10 @@ mod tests {
     fn good() -> Value {
         json!({"schema_version":1,"event_id":"e1","gif_id":"g1","tag":"  Café ","action":"add","user_id":"u1",
                "occurred_at":"2026-11-29T10:00:00Z"})
+    }
+
+    fn raw(values: &[Value]) -> Vec<Box<RawValue>> {
+        values.iter().map(|v| RawValue::from_string(v.to_string()).unwrap()).collect()
     }
 
     fn now() -> DateTime<Utc> {
@@ -333,9 +385,19 @@ mod tests {
         bad["tag"] = json!(null);
         let mut other = good();
         other["event_id"] = json!("e2");
-        let errs = validator().validate_all(&[good(), bad, other.clone(), good()], now()).unwrap_err();
+        let errs = validator().validate_all(&raw(&[good(), bad, other.clone(), good()]), now()).unwrap_err();
         let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.index, e.field.as_str())).collect();
         assert_eq!(got, [(Some(1), "/tag"), (Some(3), "/event_id")]);
-        assert_eq!(validator().validate_all(&[good(), other], now()).unwrap().len(), 2);
+        assert_eq!(validator().validate_all(&raw(&[good(), other]), now()).unwrap().len(), 2);
+        let big = RawValue::from_string(format!("{{{}}}", " ".repeat(MAX_EVENT_TEXT_BYTES))).unwrap();
+        let errs = validator().validate_all(&[big], now()).unwrap_err();
+        assert_eq!((errs.len(), errs[0].index, errs[0].field.as_str()), (1, Some(0), ""), "refused unparsed: {errs:?}");
+        let mut wide = good();
+        for i in 0..300 {
+            wide[format!("p{i}")] = 1.into();
+        }
+        let errs = validator().validate_all(&raw(&[wide.clone(), wide]), now()).unwrap_err();
+        assert_eq!(errs.len(), MAX_ERRORS + 1, "capped");
+        assert_eq!(errs[MAX_ERRORS].message, format!("and 500 more errors (the first {MAX_ERRORS} are listed)"));
     }
 }
