@@ -409,6 +409,9 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         .env("AUTOTAG__FEEDBACK__LISTEN", format!("127.0.0.1:{port}"))
         .env("AUTOTAG__FEEDBACK__METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
         .env("AUTOTAG__FEEDBACK__TOKENS_FILE", &tokens)
+        // One client drives all the load: give it every slot, so that the figures are the
+        // service's, not the per-client fairness policy's (default 16 of 64).
+        .env("AUTOTAG__FEEDBACK__MAX_REQUESTS_PER_CLIENT", "64")
         .env("AUTOTAG_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log)?);
@@ -487,7 +490,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     Ok(json!({
         "updated_at": bench::now_rfc3339(),
         "machine": bench::machine_info(),
-        "description": "the real autotag-feedback binary (config/default.toml: max_concurrent_requests 64, idempotent producer, acks=all) and a Tansu broker (memory storage, 3 partitions) on this machine; load from hyper's HTTP/1.1 client in the bench process, keep-alive connections",
+        "description": "the real autotag-feedback binary (config/default.toml: max_concurrent_requests 64, max_connections 512, max_requests_per_client raised to 64 for the one bench client; idempotent producer, acks=all) and a Tansu broker (memory storage, 3 partitions) on this machine; load from hyper's HTTP/1.1 client in the bench process, keep-alive connections",
         "rss_at_ready_mib": rss_at_ready,
         "peak_rss_mib": peak,
         "sustained": sustained,

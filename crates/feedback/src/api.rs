@@ -6,13 +6,16 @@
 //! the request as a whole), the concurrency bound and CORS.
 //!
 //! **Status order and promises**
-//! - 429 + `Retry-After`: `max_concurrent_requests` are being served; never queued.
-//! - 401 + `WWW-Authenticate`: missing or unknown token, checked before the body is read.
+//! - 401 + `WWW-Authenticate`: missing or unknown token, checked before the body is read and
+//!   before a request slot is taken.
+//! - 429 + `Retry-After`: the client already has `max_requests_per_client` requests in service,
+//!   or all `max_concurrent_requests` are; never queued.
 //! - 415: `Content-Type` is not `application/json`.
 //! - 413: `Content-Length` or the body read over `max_body_bytes`, or more than `max_events`.
 //! - 408: the body did not arrive within `body_read_timeout_ms`.
 //! - 400: not JSON (also invalid UTF-8 and nesting deeper than 128), an empty array, a repeated
-//!   `event_id`, or any invalid event (each listed). Nothing is written.
+//!   `event_id`, an element over 64 KiB of JSON, or any invalid event (each listed, the first
+//!   100 of them, then a count). Nothing is written.
 //! - 503 + `Retry-After`: the broker did not acknowledge every event within `broker_timeout_ms`.
 //!   Part of the request may have been written; retrying it with the same `event_id`s is safe.
 //! - 202 `{"accepted":n}`: all `n` events are on the topic.
@@ -63,13 +66,23 @@ pub struct ApiState {
     /// Permits for requests in service, `max_concurrent_requests` of them.
     pub permits: Arc<Semaphore>,
     pub max_concurrent_requests: usize,
+    /// Each client's own permits, `max_requests_per_client` each, made on its first request
+    /// (as many entries as client names in the tokens file, at most).
+    pub client_permits: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+    pub max_requests_per_client: usize,
 }
+
+/// The authenticated client of a request, set by [`limit_concurrency`] for the handler.
+#[derive(Debug, Clone)]
+struct Client(String);
 
 /// Why a request was refused; each variant is one stable status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("all {0} request slots are busy; retry shortly")]
     Overloaded(usize),
+    #[error("this client already has {0} requests in service; retry shortly")]
+    ClientOverloaded(usize),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("Content-Type must be application/json")]
@@ -92,7 +105,7 @@ impl ApiError {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded(_) | ApiError::ClientOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge(_) | ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,7 +126,7 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(json!({ "errors": errors }))).into_response();
         let h = resp.headers_mut();
         match self {
-            ApiError::Overloaded(_) => {
+            ApiError::Overloaded(_) | ApiError::ClientOverloaded(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unavailable(_) => {
@@ -171,11 +184,7 @@ async fn post_feedback(State(state): State<Arc<ApiState>>, request: Request) -> 
 /// The whole request path; `Ok(n)` once the broker acknowledged all `n` events.
 async fn accept(state: &ApiState, request: Request) -> Result<usize, ApiError> {
     let (parts, body) = request.into_parts();
-    let client = {
-        let tokens = state.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
-        tokens.authenticate(parts.headers.get(header::AUTHORIZATION)).map(str::to_owned)
-    }
-    .ok_or(ApiError::Unauthorized)?;
+    let client = parts.extensions.get::<Client>().map(|c| c.0.clone()).ok_or(ApiError::Unauthorized)?;
     if !is_json(&parts.headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -273,19 +282,49 @@ impl<'de> serde::de::Visitor<'de> for Elements<'_> {
     }
 }
 
-/// At most `max_concurrent_requests` in service; one more gets 429 at once.
-async fn limit_concurrency(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let Ok(permit) = state.permits.clone().try_acquire_owned() else {
-        let resp = ApiError::Overloaded(state.max_concurrent_requests).into_response();
-        ::metrics::counter!(metrics::REQUESTS, "status" => "429").increment(1);
-        return resp;
+/// Authentication, then the request slots: a missing or unknown token is a 401 that takes no
+/// slot; an authenticated client takes one of its own `max_requests_per_client` slots and one
+/// of the `max_concurrent_requests` shared ones, or gets a 429 at once (never queued). So one
+/// client holding slots with slow bodies cannot lock the others out: it runs out of its own
+/// share first.
+async fn limit_concurrency(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
+    let refuse = |e: ApiError| {
+        let resp = e.into_response();
+        ::metrics::counter!(metrics::REQUESTS, "status" => resp.status().as_u16().to_string()).increment(1);
+        resp
     };
+    let client = {
+        let tokens = state.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tokens.authenticate(request.headers().get(header::AUTHORIZATION)).map(str::to_owned)
+    };
+    let Some(client) = client else { return refuse(ApiError::Unauthorized) };
+    let own = {
+        let mut map = state.client_permits.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(client.clone()).or_insert_with(|| Arc::new(Semaphore::new(state.max_requests_per_client))).clone()
+    };
+    let Ok(own_permit) = own.try_acquire_owned() else {
+        return refuse(ApiError::ClientOverloaded(state.max_requests_per_client));
+    };
+    let Ok(permit) = state.permits.clone().try_acquire_owned() else {
+        return refuse(ApiError::Overloaded(state.max_concurrent_requests));
+    };
+    request.extensions_mut().insert(Client(client));
     ::metrics::gauge!(metrics::IN_FLIGHT).increment(1.0);
+    // Decrements on drop, also when the client hangs up and the handler's future is dropped.
+    let _in_flight = InFlight;
     let response = next.run(request).await;
-    ::metrics::gauge!(metrics::IN_FLIGHT).decrement(1.0);
-    drop(permit);
+    drop((permit, own_permit));
     ::metrics::counter!(metrics::REQUESTS, "status" => response.status().as_u16().to_string()).increment(1);
     response
+}
+
+/// Holds one unit of the in-flight gauge.
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        ::metrics::gauge!(metrics::IN_FLIGHT).decrement(1.0);
+    }
 }
 
 /// CORS for `allowed_origins` (see the module doc).

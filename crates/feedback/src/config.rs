@@ -43,6 +43,7 @@ impl ServiceConfig for FeedbackConfig {
             ("max_id_chars", f.max_id_chars),
             ("max_concurrent_requests", f.max_concurrent_requests),
             ("max_connections", f.max_connections),
+            ("max_requests_per_client", f.max_requests_per_client),
         ] {
             if v == 0 {
                 return bad(format!("feedback.{key} must be >= 1"));
@@ -115,6 +116,11 @@ pub struct FeedbackSection {
     /// Requests served at once; one more is answered 429 with `Retry-After` at once (never
     /// queued).
     pub max_concurrent_requests: usize,
+    /// Requests one client (one name of the tokens file) may have in service at once; one more
+    /// is a 429 with `Retry-After`. Keeps one client with slow bodies from taking every one of
+    /// the `max_concurrent_requests` slots. A value above `max_concurrent_requests` is taken as
+    /// `max_concurrent_requests`.
+    pub max_requests_per_client: usize,
     /// Connections open at once. Past it the listener stops accepting (new connections wait in
     /// the kernel's accept backlog) until one closes, so the memory of open connections (each
     /// holds hyper's buffers and possibly a body) is bounded, whatever clients do. Measured
@@ -153,6 +159,7 @@ impl Default for FeedbackSection {
             max_id_chars: 128,
             allowed_origins: Vec::new(),
             max_concurrent_requests: 64,
+            max_requests_per_client: 16,
             max_connections: 512,
             header_read_timeout: Duration::from_millis(5_000),
             body_read_timeout: Duration::from_millis(10_000),
@@ -194,6 +201,7 @@ mod tests {
             ("AUTOTAG__FEEDBACK__ALLOWED_ORIGINS", r#"["https://giphy.com/"]"#),
             ("AUTOTAG__FEEDBACK__MAX_EVENT", "1"),
             ("AUTOTAG__FEEDBACK__MAX_CONNECTIONS", "0"),
+            ("AUTOTAG__FEEDBACK__MAX_REQUESTS_PER_CLIENT", "0"),
             ("AUTOTAG__FEEDBACK__MAX_ID_CHARS", "257"),
             ("AUTOTAG__FEEDBACK__MAX_TAG_CHARS", "1000"),
         ] {

@@ -153,6 +153,8 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
         allowed_origins: f.allowed_origins.clone(),
         permits: Arc::new(Semaphore::new(f.max_concurrent_requests)),
         max_concurrent_requests: f.max_concurrent_requests,
+        client_permits: std::sync::Mutex::new(std::collections::HashMap::new()),
+        max_requests_per_client: f.max_requests_per_client.min(f.max_concurrent_requests),
     });
     let watchers = [
         tokio::spawn(probe_broker(state.clone(), f.topic.clone())),

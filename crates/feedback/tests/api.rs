@@ -250,6 +250,49 @@ async fn past_max_connections_a_new_connection_waits_until_one_closes() {
     svc.assert_alive();
 }
 
+/// One client holding 80 connections with half-sent bodies cannot lock the others out: it runs
+/// out of its own share of the slots (`max_requests_per_client`, 16) and gets 429s, while
+/// another client is still served at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_with_slow_bodies_cannot_lock_out_another() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let mut svc = Service::start(&broker, &[("AUTOTAG__FEEDBACK__BODY_READ_TIMEOUT_MS", "20000")]);
+    svc.wait_ready(Duration::from_secs(20));
+    let mut slow = Vec::new();
+    for _ in 0..80 {
+        let mut s = svc.connect();
+        write!(
+            s,
+            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{\"schema_version\":1"
+        )
+        .unwrap();
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let r = svc.post_json(IOS_TOKEN, &Value::Array(batch("other-client", 1)));
+    assert_eq!(r.status, 202, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    // The slow client itself is past its share: a 429 at once.
+    let r = svc.post_json(WEB_TOKEN, &Value::Array(batch("same-client", 1)));
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("1")), "{r:?}");
+    let metrics = http_get(svc.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    assert!(metrics.contains("autotag_feedback_requests_in_flight 16"), "16 of web's requests hold slots:\n{metrics}");
+    drop(slow);
+    // Hung-up clients give their slots and the in-flight gauge back.
+    let t = Instant::now();
+    loop {
+        let m = http_get(svc.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        if m.contains("autotag_feedback_requests_in_flight 0") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "gauge not back to 0:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(svc.post_json(WEB_TOKEN, &Value::Array(batch("after", 1))).status, 202);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn past_max_concurrent_requests_is_a_429_never_a_queue() {
     let broker = Broker::start(1).await;
