@@ -190,10 +190,12 @@ async fn accept(state: &ApiState, request: Request) -> Result<usize, ApiError> {
     }
     let max = state.max_body_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut body = body;
     if declared.is_some_and(|n| n > max as u64) {
+        linger(&mut body).await;
         return Err(ApiError::BodyTooLarge(max));
     }
-    let bytes = read_body(body, max, state.body_read_timeout).await?;
+    let bytes = read_body(&mut body, max, state.body_read_timeout).await?;
     let received_at = now_rfc3339();
     let raw = parse(&bytes, state.max_events)?;
     let events = state.validator.validate_all(&raw, chrono::Utc::now()).map_err(ApiError::Invalid)?;
@@ -218,14 +220,45 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Read at most `max` bytes of `body` within `timeout`.
-async fn read_body(body: Body, max: usize, timeout: Duration) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, max);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(ApiError::BodyTimeout(timeout)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(max)),
-        Ok(Err(e)) => Err(ApiError::BodyRead(e.to_string())),
+/// Read at most `max` bytes of `body` within `timeout`; past `max`, [`linger`] then 413.
+async fn read_body(body: &mut Body, max: usize, timeout: Duration) -> Result<bytes::Bytes, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::BodyTimeout(timeout)),
+            Ok(None) => return Ok(bytes::Bytes::from(buf)),
+            Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                linger(body).await;
+                return Err(ApiError::BodyTooLarge(max));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Most bytes read and thrown away after deciding on a 413 (8 MiB), and for how long (2 s).
+pub const LINGER_BYTES: usize = 8 << 20;
+/// See [`LINGER_BYTES`].
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// A lingering close, as nginx (`lingering_close`) and Go's net/http do: read and discard what
+/// the client is still sending, up to [`LINGER_BYTES`] for [`LINGER_TIME`], before the 413 and
+/// the close. Closing a socket with unread data makes the kernel answer with a reset, and a
+/// client that sends its whole body before reading (no `Expect: 100-continue`) would see a
+/// broken pipe instead of its 413. A client that sends more, or slower, is cut off anyway.
+async fn linger(body: &mut Body) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut seen = 0usize;
+    while seen < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
     }
 }
 

@@ -128,11 +128,19 @@ impl EventValidator {
             match &e.kind {
                 ValidationErrorKind::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
-                    errors.push(FieldError::new(at, format!("{}/{name}", e.instance_path), "is required"));
+                    errors.push(FieldError::new(
+                        at,
+                        format!("{}/{}", e.instance_path, pointer_token(name)),
+                        "is required",
+                    ));
                 }
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     for name in unexpected.iter().filter(|n| n.as_str() != "client") {
-                        errors.push(FieldError::new(at, format!("{}/{name}", e.instance_path), "is not a known field"));
+                        errors.push(FieldError::new(
+                            at,
+                            format!("{}/{}", e.instance_path, pointer_token(name)),
+                            "is not a known field",
+                        ));
                     }
                 }
                 _ => errors.push(FieldError::new(at, e.instance_path.to_string(), short(&e.to_string()))),
@@ -155,8 +163,8 @@ impl EventValidator {
             let Some(id) = id else { continue };
             if id.chars().count() > max_id {
                 errors.push(FieldError::new(at, field, format!("is longer than {max_id} characters")));
-            } else if id.trim().is_empty() || id.chars().any(char::is_control) {
-                errors.push(FieldError::new(at, field, "must not be blank or hold control characters"));
+            } else if id.trim().is_empty() || id.chars().any(is_hidden) {
+                errors.push(FieldError::new(at, field, "must not be blank or hold control or invisible characters"));
             }
         }
         let tag = normalize_tag(&event.tag);
@@ -169,15 +177,19 @@ impl EventValidator {
                 "/tag",
                 format!("is longer than {} characters after normalisation", self.limits.max_tag_chars),
             ));
-        } else if tag.chars().any(char::is_control) {
-            errors.push(FieldError::new(at, "/tag", "must not hold control characters"));
+        } else if tag.chars().any(is_hidden) {
+            errors.push(FieldError::new(at, "/tag", "must not hold control or invisible characters"));
         }
         event.tag = tag;
         match DateTime::parse_from_rfc3339(&event.occurred_at) {
             Err(_) => errors.push(FieldError::new(at, "/occurred_at", "is not an RFC 3339 timestamp")),
             Ok(t) => {
-                let skew = chrono::Duration::from_std(self.limits.max_future_skew).unwrap_or(chrono::Duration::MAX);
-                if t.with_timezone(&Utc) > now + skew {
+                // A skew too large for the calendar means no limit (it used to overflow and
+                // panic on every request).
+                let limit = chrono::Duration::from_std(self.limits.max_future_skew)
+                    .ok()
+                    .and_then(|skew| now.checked_add_signed(skew));
+                if limit.is_some_and(|limit| t.with_timezone(&Utc) > limit) {
                     errors.push(FieldError::new(
                         at,
                         "/occurred_at",
@@ -257,6 +269,21 @@ impl EventValidator {
     }
 }
 
+/// A control character, or an invisible formatting one that would make two tags or ids that
+/// look the same differ (zero-width space and joiners, word joiner, byte-order mark) or reorder
+/// how text is shown (the bidirectional embeddings, overrides and isolates, "Trojan Source",
+/// CVE-2021-42574). Refused in tags and ids.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}')
+}
+
+/// A property name as a JSON Pointer reference token (RFC 6901 §3: `~` → `~0`, `/` → `~1`), so
+/// that a client-chosen name cannot forge another path (or a line of the importer's output).
+fn pointer_token(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1").chars().flat_map(char::escape_default).collect()
+}
+
 /// A schema error's text without echoing a huge offending value back.
 fn short(message: &str) -> String {
     const MAX: usize = 200;
@@ -292,6 +319,23 @@ mod tests {
     }
 
     /// A megabyte of fraction digits is a 400 on `/occurred_at`, not a record too large to write.
+    #[test]
+    fn invisible_characters_a_huge_skew_and_pointer_tokens() {
+        for (field, value) in [("/tag", "ca\u{200B}t"), ("/user_id", "u\u{202E}1"), ("/event_id", "\u{FEFF}e1")] {
+            let mut e = good();
+            e[&field[1..]] = value.into();
+            assert_eq!(fields(&e), [field], "{value:?}");
+        }
+        let huge = EventValidator::new(Limits { max_tag_chars: 8, max_id_chars: 10, max_future_skew: Duration::MAX });
+        assert!(huge.validate(0, &good(), now()).is_ok(), "no overflow panic");
+        let mut e = good();
+        e["a/b~c"] = 1.into();
+        e["x\ny"] = 1.into();
+        let mut got = fields(&e);
+        got.sort();
+        assert_eq!(got, ["/a~1b~0c", "/x\\ny"]);
+    }
+
     #[test]
     fn an_overlong_occurred_at_is_refused() {
         let v = validator();

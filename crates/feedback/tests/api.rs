@@ -184,6 +184,37 @@ async fn a_megabyte_occurred_at_is_a_400_and_nothing_of_its_batch_is_written() {
     assert_eq!(ids, ["marker-0"], "nothing of the refused batch is on the topic");
 }
 
+/// A 2 MiB body sent the plain way (headers and body, then read; no `Expect: 100-continue`):
+/// the whole write succeeds and the client reads its 413, both for a declared length over the
+/// limit and for a chunked body that runs past it. Without the lingering close the service
+/// closed with the body unread and the client got a reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_megabyte_body_sent_without_expect_reads_its_413() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(&broker, &[]);
+    let body = format!("[{}]", "1,".repeat(1 << 20));
+    let head = |framing: &str| {
+        format!(
+            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+        )
+    };
+    let declared = format!("{}{body}", head(&format!("Content-Length: {}", body.len())));
+    let chunked = format!("{}{:x}\r\n{body}\r\n0\r\n\r\n", head("Transfer-Encoding: chunked"), body.len());
+    for (name, request) in [("declared", declared), ("chunked", chunked)] {
+        // Sent in 64 KiB pieces, 2 ms apart, as over a real network: loopback's socket buffers
+        // would otherwise swallow the whole 2 MiB before the service decides.
+        let mut s = svc.connect();
+        for (i, piece) in request.as_bytes().chunks(64 << 10).enumerate() {
+            s.write_all(piece).unwrap_or_else(|e| panic!("{name}: the client could not send piece {i}: {e}"));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let r = read_response(&mut s);
+        assert_eq!(r.status, 413, "{name}: {r:?}");
+        assert!(r.body.contains("larger than"), "{name}: a readable reason: {}", r.body);
+    }
+}
+
 /// A leaked token removed from the tokens file, with a typo on another line: the reload fails
 /// as a whole (every old token still works) and the failure is counted on /metrics and logged
 /// with its line; the next clean reload revokes the token.
