@@ -378,10 +378,12 @@ async fn cors(State(state): State<Arc<ApiState>>, request: Request, next: Next) 
             h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
             h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
         } else {
             *resp.status_mut() = StatusCode::FORBIDDEN;
         }
+        // The answer depends on Origin whether it allowed it or not: a cache must not give one
+        // origin's answer to another.
+        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
         return resp;
     }
     let mut resp = next.run(request).await;
@@ -389,7 +391,9 @@ async fn cors(State(state): State<Arc<ApiState>>, request: Request, next: Next) 
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if !state.allowed_origins.is_empty() {
+        resp.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
     }
     resp
 }

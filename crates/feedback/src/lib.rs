@@ -106,7 +106,9 @@ pub fn limits(f: &FeedbackSection) -> Limits {
 }
 
 /// Run the API until `stop` resolves (a signal in production); re-reads the tokens file on
-/// SIGHUP. Returns once requests in flight finished or `shutdown.deadline_ms` passed.
+/// SIGHUP. Returns once requests in flight finished or the drain time passed: the longer of
+/// `shutdown.deadline_ms` and `body_read_timeout_ms + broker_timeout_ms`, so that a request in
+/// flight at shutdown still gets its answer.
 ///
 /// # Errors
 /// [`StartError`]: no or a bad tokens file, a producer the configuration does not allow, an
@@ -168,10 +170,20 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
         stop.await;
         health.set(metrics::ACCEPTING, false);
     };
+    // A request in flight at shutdown always gets its answer: it may still need its body read
+    // timeout plus the broker deadline, which may be longer than `shutdown.deadline` (by default
+    // 10 + 5 s against 10 s); the drain waits for the longer.
+    let drain = cfg.shutdown.deadline.max(f.body_read_timeout + f.broker_timeout);
+    if drain > cfg.shutdown.deadline {
+        tracing::info!(
+            ?drain,
+            "shutdown drains for body_read_timeout_ms + broker_timeout_ms, longer than shutdown.deadline_ms"
+        );
+    }
     let limits = server::ServeLimits {
         header_read_timeout: f.header_read_timeout,
         max_connections: f.max_connections,
-        deadline: cfg.shutdown.deadline,
+        deadline: drain,
     };
     server::serve(listener, router, limits, stop).await;
     for w in watchers {

@@ -125,20 +125,30 @@ impl Publisher {
 
     /// After a failed batch: replace `failed` by a new producer if librdkafka reported a fatal
     /// error on it, or if it is at least one deadline old (see the module doc), unless another
-    /// request replaced it already. The old producer is dropped off the async workers (dropping
-    /// one purges and flushes for up to 500 ms).
+    /// request replaced it already or is rebuilding it now. The new producer is built without
+    /// holding the lock every request reads the producer through, and off the async workers'
+    /// schedule (`block_in_place`); the old one is dropped on a blocking thread (dropping one
+    /// purges and flushes for up to 500 ms).
     fn recover(&self, failed: &Arc<FutureProducer>) {
         let fatal = failed.client().fatal_error();
-        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        // Another request rebuilding: it replaces the same producer.
+        let Ok(mut built) = self.built.try_lock() else { return };
         if fatal.is_none() && built.elapsed() < self.deadline {
             return;
         }
-        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
-        if !Arc::ptr_eq(&current, failed) {
+        if !Arc::ptr_eq(&self.producer(), failed) {
             return;
         }
-        match build(&self.kafka, self.deadline) {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let fresh = if multi_thread {
+            tokio::task::block_in_place(|| build(&self.kafka, self.deadline))
+        } else {
+            build(&self.kafka, self.deadline)
+        };
+        match fresh {
             Ok(p) => {
+                let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
                 match &fatal {
                     Some((code, reason)) => {
                         tracing::warn!(?code, %reason, "the producer hit a fatal error; rebuilt it")

@@ -215,6 +215,50 @@ async fn a_two_megabyte_body_sent_without_expect_reads_its_413() {
     }
 }
 
+/// SIGTERM with a request in flight (its body half sent): readiness drops at once, the request
+/// still gets its answer (202 here) once the rest of the body arrives, never a reset, and the
+/// service exits 0. Its body read timeout plus broker deadline (6 s) is longer than the
+/// shutdown deadline (2 s), so the drain must wait for the longer of the two.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_answers_the_request_in_flight() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let mut svc = Service::start(
+        &broker,
+        &[("AUTOTAG__FEEDBACK__BODY_READ_TIMEOUT_MS", "4000"), ("AUTOTAG__SHUTDOWN__DEADLINE_MS", "2000")],
+    );
+    let body = Value::Array(batch("in-flight", 2)).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = svc.connect();
+    write!(
+        s,
+        "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    svc.signal("TERM");
+    let t = Instant::now();
+    while http_get(svc.metrics_port, "/readyz").map(|(c, _)| c) == Some(200) {
+        assert!(t.elapsed() < Duration::from_secs(2), "still ready after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest arrives after the shutdown deadline has passed.
+    std::thread::sleep(Duration::from_millis(2500));
+    s.write_all(rest.as_bytes()).unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 202, "{r:?}\n{}", svc.log_text());
+    let t = Instant::now();
+    let code = loop {
+        if let Some(status) = svc.proc.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0), "{}", svc.log_text());
+}
+
 /// A leaked token removed from the tokens file, with a typo on another line: the reload fails
 /// as a whole (every old token still works) and the failure is counted on /metrics and logged
 /// with its line; the next clean reload revokes the token.
@@ -377,6 +421,7 @@ async fn cors_preflight_from_an_allowed_origin_gets_204_others_no_cors_headers()
     let r = preflight("https://evil.example");
     assert_ne!(r.status / 100, 2, "{r:?}");
     assert!(r.headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-")), "{r:?}");
+    assert_eq!(r.header("vary"), Some("Origin"), "a refused preflight varies by Origin too: {r:?}");
 
     let post = |origin: &str, token: &str| {
         let body = event(&format!("cors-{origin}-{token}"), "g", "cat").to_string();
@@ -398,6 +443,7 @@ async fn cors_preflight_from_an_allowed_origin_gets_204_others_no_cors_headers()
     );
     let r = post("https://evil.example", WEB_TOKEN);
     assert_eq!((r.status, r.header("access-control-allow-origin")), (202, None));
+    assert_eq!(r.header("vary"), Some("Origin"), "{r:?}");
 }
 
 /// Memory is bounded before parsing: 64 clients (the default slot count) at once, each with a

@@ -97,8 +97,14 @@ impl Service {
 
     /// Send SIGHUP (reload the tokens file).
     pub fn hangup(&self) {
-        let ok = Command::new("kill").args(["-HUP", &self.proc.0.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill -HUP");
+        self.signal("HUP");
+    }
+
+    /// Send a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let ok =
+            Command::new("kill").args([&format!("-{name}"), &self.proc.0.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{name}");
     }
 
     /// Wait until `/metrics` holds the line `line`.
