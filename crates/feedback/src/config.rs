@@ -60,6 +60,7 @@ impl ServiceConfig for FeedbackConfig {
         for (key, d) in [
             ("header_read_timeout_ms", f.header_read_timeout),
             ("body_read_timeout_ms", f.body_read_timeout),
+            ("write_timeout_ms", f.write_timeout),
             ("broker_timeout_ms", f.broker_timeout),
         ] {
             if d.is_zero() {
@@ -135,6 +136,11 @@ pub struct FeedbackSection {
     /// (`body_read_timeout_ms`).
     #[serde(rename = "body_read_timeout_ms", with = "millis")]
     pub body_read_timeout: Duration,
+    /// A write of an answer that makes no progress (the client does not read) for this long
+    /// closes the connection (`write_timeout_ms`), so that such a client cannot hold one of the
+    /// `max_connections` for ever.
+    #[serde(rename = "write_timeout_ms", with = "millis")]
+    pub write_timeout: Duration,
     /// The broker must acknowledge every event of a request within this time, or the request gets
     /// a 503 with `Retry-After` (`broker_timeout_ms`). The producer's `message.timeout.ms` is set
     /// no longer than this.
@@ -163,6 +169,7 @@ impl Default for FeedbackSection {
             max_connections: 512,
             header_read_timeout: Duration::from_millis(5_000),
             body_read_timeout: Duration::from_millis(10_000),
+            write_timeout: Duration::from_millis(10_000),
             broker_timeout: Duration::from_millis(5_000),
             max_future_skew: Duration::from_millis(300_000),
         }

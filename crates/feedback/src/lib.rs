@@ -182,6 +182,7 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
     }
     let limits = server::ServeLimits {
         header_read_timeout: f.header_read_timeout,
+        write_timeout: f.write_timeout,
         max_connections: f.max_connections,
         deadline: drain,
     };

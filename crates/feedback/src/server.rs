@@ -10,7 +10,8 @@
 //! At most `max_connections` are open at once: past it the loop stops accepting until one
 //! closes, and new connections wait in the kernel's accept backlog (as tokio's mini-redis
 //! limits its connections), so the memory that open connections hold is bounded whatever
-//! clients do. Idle keep-alive connections are cut by the header read timeout.
+//! clients do. Idle keep-alive connections are cut by the header read timeout, and a client that
+//! stops reading its answers by the write timeout.
 //!
 //! **Limits**: HTTP/1.1 only, no TLS (put a TLS-terminating load balancer in front).
 
@@ -33,6 +34,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct ServeLimits {
     /// Request line and headers must arrive within this.
     pub header_read_timeout: Duration,
+    /// A write to the client that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
     /// Connections open at once (at least 1).
     pub max_connections: usize,
     /// After `stop`, requests in flight may finish for this long.
@@ -47,7 +50,7 @@ pub async fn serve(
     limits: ServeLimits,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let ServeLimits { header_read_timeout, max_connections, deadline } = limits;
+    let ServeLimits { header_read_timeout, write_timeout, max_connections, deadline } = limits;
     let open = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_header_size(MAX_HEADER_BYTES);
@@ -77,7 +80,12 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        // A write that makes no progress for `write_timeout` fails, and the connection with it:
+        // a client that never reads its answers cannot hold a connection slot for ever.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let conn = builder.serve_connection(io, TowerToHyperService::new(router.clone()));
         let mut stopping = stopping.clone();
         connections.spawn(async move {
             let _slot = slot;

@@ -259,6 +259,59 @@ async fn shutdown_answers_the_request_in_flight() {
     assert_eq!(code, Some(0), "{}", svc.log_text());
 }
 
+/// A client that pipelines requests and never reads the answers: once the socket buffers are
+/// full the service's write makes no progress, and after `write_timeout_ms` it closes the
+/// connection, so the client cannot hold a connection slot for ever (here the only one).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
+    let broker = Broker::start(1).await;
+    create_topic(&broker).await;
+    let svc = Service::start(
+        &broker,
+        &[("AUTOTAG__FEEDBACK__MAX_CONNECTIONS", "1"), ("AUTOTAG__FEEDBACK__WRITE_TIMEOUT_MS", "1000")],
+    );
+    // Each request names 100 unknown 150-character fields: a ~20 KB answer listing them.
+    let mut e = event("hog", "g", "cat");
+    for i in 0..100 {
+        e[format!("{i:0>150}")] = 1.into();
+    }
+    let body = e.to_string();
+    let request = format!(
+        "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut hog = svc.connect();
+    hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let writer = std::thread::spawn(move || {
+        // ~40 MB of answers, far more than the socket buffers hold; the writes stop when the
+        // service stops reading (or closes).
+        for _ in 0..2_000 {
+            if hog.write_all(request.as_bytes()).is_err() {
+                break;
+            }
+        }
+        hog
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = svc.port;
+    let body = Value::Array(batch("patient", 1)).to_string();
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {IOS_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let _ = tx.send(read_response(&mut s).status);
+    });
+    let status = rx.recv_timeout(Duration::from_secs(30)).expect("the other client was never served");
+    assert_eq!(status, 202);
+    drop(writer.join().unwrap());
+}
+
 /// A leaked token removed from the tokens file, with a typo on another line: the reload fails
 /// as a whole (every old token still works) and the failure is counted on /metrics and logged
 /// with its line; the next clean reload revokes the token.
