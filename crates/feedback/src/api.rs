@@ -98,7 +98,20 @@ pub enum ApiError {
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
     #[error(transparent)]
-    Unavailable(#[from] PublishError),
+    Unavailable(PublishError),
+    /// A record that can never be written (over the producer's `message.max.bytes`): 413
+    /// naming the item, and nothing of the request was sent.
+    #[error("{0}")]
+    RecordTooLarge(PublishError, usize),
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::TooLarge { index, .. } => ApiError::RecordTooLarge(e, index),
+            other => ApiError::Unavailable(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -108,7 +121,9 @@ impl ApiError {
             ApiError::Overloaded(_) | ApiError::ClientOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BodyTooLarge(_) | ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooLarge(_) | ApiError::TooManyEvents { .. } | ApiError::RecordTooLarge(..) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyRead(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,6 +136,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let errors = match &self {
             ApiError::Invalid(items) => items.clone(),
+            ApiError::RecordTooLarge(e, index) => vec![FieldError::new(Some(*index), "", e.to_string())],
             other => vec![FieldError::new(None, "", other.to_string())],
         };
         let mut resp = (status, axum::Json(json!({ "errors": errors }))).into_response();
@@ -206,7 +222,10 @@ async fn accept(state: &ApiState, request: Request) -> Result<usize, ApiError> {
     let t = Instant::now();
     let published = state.publisher.publish(&records).await;
     ::metrics::histogram!(metrics::PUBLISH_SECONDS).record(t.elapsed().as_secs_f64());
-    state.health.set(metrics::BROKER_READY, published.is_ok());
+    // A record too large says nothing of the broker.
+    if !matches!(published, Err(PublishError::TooLarge { .. })) {
+        state.health.set(metrics::BROKER_READY, published.is_ok());
+    }
     published?;
     Ok(records.len())
 }

@@ -134,8 +134,7 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
     // A valid event must never be too large for the producer: that would be a 503 that no retry
     // can cure (and the rest of its batch written on every try).
     let largest = validate::largest_record_bytes(&limits(f));
-    let cc = publish::producer_config(&cfg.kafka, f.broker_timeout);
-    let max_message = cc.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1_000_000);
+    let max_message = publish::max_message_bytes(&cfg.kafka, f.broker_timeout);
     if largest > max_message {
         return Err(StartError::MessageSize { largest, max_message });
     }

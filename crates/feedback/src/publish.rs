@@ -37,6 +37,10 @@ pub enum PublishError {
     /// The broker did not acknowledge every record in time, or refused one (the first error).
     #[error("the broker did not acknowledge the events: {0}")]
     Unavailable(String),
+    /// Record `index` (key and value, `bytes`) is over the producer's `message.max.bytes`
+    /// (`max`): no retry can write it. Nothing of the batch was sent.
+    #[error("event {index} makes a record of {bytes} bytes; the producer's message.max.bytes is {max}")]
+    TooLarge { index: usize, bytes: usize, max: usize },
 }
 
 /// The producer of the feedback topic.
@@ -45,6 +49,8 @@ pub struct Publisher {
     topic: String,
     deadline: Duration,
     producer: RwLock<Arc<FutureProducer>>,
+    /// The producer's `message.max.bytes`: a larger record is refused before anything is sent.
+    max_message_bytes: usize,
     /// When the current producer was built.
     built: std::sync::Mutex<Instant>,
 }
@@ -67,6 +73,7 @@ impl Publisher {
             topic: topic.to_owned(),
             deadline,
             producer: RwLock::new(Arc::new(producer)),
+            max_message_bytes: max_message_bytes(kafka, deadline),
             built: std::sync::Mutex::new(Instant::now()),
         })
     }
@@ -88,12 +95,22 @@ impl Publisher {
     /// the deadline; returned by the deadline at the latest.
     pub async fn publish(&self, records: &[FeedbackRecord]) -> Result<(), PublishError> {
         let until = Instant::now() + self.deadline;
+        // Every record's size is checked before anything is sent, so that a record that can
+        // never be written leaves nothing of its batch on the topic.
+        let mut payloads = Vec::with_capacity(records.len());
+        for (index, r) in records.iter().enumerate() {
+            let payload = serde_json::to_vec(r).map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            let bytes = payload.len() + r.event.gif_id.len();
+            if bytes > self.max_message_bytes {
+                return Err(PublishError::TooLarge { index, bytes, max: self.max_message_bytes });
+            }
+            payloads.push(payload);
+        }
         let producer = self.producer();
         let mut deliveries = Vec::with_capacity(records.len());
         let mut failure = None;
-        for r in records {
-            let payload = serde_json::to_vec(r).map_err(|e| PublishError::Unavailable(e.to_string()))?;
-            let record = FutureRecord::to(&self.topic).key(&r.event.gif_id).payload(&payload);
+        for (r, payload) in records.iter().zip(&payloads) {
+            let record = FutureRecord::to(&self.topic).key(&r.event.gif_id).payload(payload);
             match producer.send_result(record) {
                 Ok(d) => deliveries.push(d),
                 Err((e, _)) => {
@@ -174,6 +191,12 @@ fn build(kafka: &KafkaConfig, deadline: Duration) -> Result<FutureProducer, Kafk
     producer_config(kafka, deadline).create()
 }
 
+/// The producer's `message.max.bytes` (librdkafka's default, 1 000 000, unless the operator set
+/// it).
+pub fn max_message_bytes(kafka: &KafkaConfig, deadline: Duration) -> usize {
+    producer_config(kafka, deadline).get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+
 /// The shared producer config with `message.timeout.ms` capped at `deadline`.
 pub fn producer_config(kafka: &KafkaConfig, deadline: Duration) -> rdkafka::ClientConfig {
     let mut cc = kafka::producer_config(kafka);
@@ -204,5 +227,31 @@ mod tests {
         let cc = producer_config(&KafkaConfig::default(), Duration::from_millis(3));
         assert_eq!(cc.get("linger.ms"), Some("0"), "linger must stay below the message timeout");
         assert!(build(&KafkaConfig::default(), Duration::from_millis(1500)).is_ok());
+    }
+
+    /// A record over `message.max.bytes` is refused before anything is sent (no broker needed:
+    /// nothing is sent at all).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_over_message_max_bytes_is_refused_before_sending() {
+        let mut kafka = KafkaConfig::default();
+        kafka.producer.0.insert("message.max.bytes".into(), "1000".into());
+        let p = Publisher::new(&kafka, "t", Duration::from_millis(500)).unwrap();
+        let record = |user: &str| FeedbackRecord {
+            event: autotag_contract::FeedbackEvent {
+                schema_version: 1,
+                event_id: "e".into(),
+                gif_id: "g".into(),
+                tag: "cat".into(),
+                action: autotag_contract::FeedbackAction::Add,
+                user_id: user.into(),
+                occurred_at: "2026-12-06T10:00:00Z".into(),
+                suggestion_event_id: None,
+                model_version: None,
+            },
+            client: "web".into(),
+            received_at: "2026-12-06T10:00:00.000Z".into(),
+        };
+        let err = p.publish(&[record("u"), record(&"u".repeat(1000))]).await.unwrap_err();
+        assert!(matches!(err, PublishError::TooLarge { index: 1, max: 1000, .. }), "{err:?}");
     }
 }
