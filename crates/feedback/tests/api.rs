@@ -194,11 +194,7 @@ async fn a_two_megabyte_body_sent_without_expect_reads_its_413() {
     create_topic(&broker).await;
     let svc = Service::start(&broker, &[]);
     let body = format!("[{}]", "1,".repeat(1 << 20));
-    let head = |framing: &str| {
-        format!(
-            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
-        )
-    };
+    let head = |framing: &str| raw_head(WEB_TOKEN, framing, true);
     let declared = format!("{}{body}", head(&format!("Content-Length: {}", body.len())));
     let chunked = format!("{}{:x}\r\n{body}\r\n0\r\n\r\n", head("Transfer-Encoding: chunked"), body.len());
     for (name, request) in [("declared", declared), ("chunked", chunked)] {
@@ -230,12 +226,7 @@ async fn shutdown_answers_the_request_in_flight() {
     let body = Value::Array(batch("in-flight", 2)).to_string();
     let (first, rest) = body.split_at(body.len() / 2);
     let mut s = svc.connect();
-    write!(
-        s,
-        "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
-        body.len()
-    )
-    .unwrap();
+    write!(s, "{}{first}", raw_head(WEB_TOKEN, &format!("Content-Length: {}", body.len()), true)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     svc.signal("TERM");
     let t = Instant::now();
@@ -276,10 +267,7 @@ async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
         e[format!("{i:0>150}")] = 1.into();
     }
     let body = e.to_string();
-    let request = format!(
-        "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = format!("{}{body}", raw_head(WEB_TOKEN, &format!("Content-Length: {}", body.len()), false));
     let mut hog = svc.connect();
     hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let writer = std::thread::spawn(move || {
@@ -299,12 +287,7 @@ async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
     std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {IOS_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        write!(s, "{}{body}", raw_head(IOS_TOKEN, &format!("Content-Length: {}", body.len()), true)).unwrap();
         let _ = tx.send(read_response(&mut s).status);
     });
     let status = rx.recv_timeout(Duration::from_secs(30)).expect("the other client was never served");
@@ -361,12 +344,7 @@ async fn past_max_connections_a_new_connection_waits_until_one_closes() {
     std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        write!(s, "{}{body}", raw_head(WEB_TOKEN, &format!("Content-Length: {}", body.len()), true)).unwrap();
         let _ = tx.send((read_response(&mut s).status, Instant::now()));
     });
     assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "served past max_connections");
@@ -523,10 +501,7 @@ async fn a_burst_of_megabyte_bodies_of_tiny_objects_keeps_rss_under_256_mib() {
     };
     assert!(wide.len() < 1_048_576, "{}", wide.len());
     for (name, body, status) in [("tiny", tiny, 413), ("wide", wide, 400)] {
-        let request = format!(
-            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {WEB_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let request = format!("{}{body}", raw_head(WEB_TOKEN, &format!("Content-Length: {}", body.len()), true));
         let request = std::sync::Arc::new(request.into_bytes());
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
         let port = svc.port;

@@ -200,6 +200,15 @@ impl Response {
     }
 }
 
+/// The head of a raw `POST /v1/feedback` with `token` and `framing` (`Content-Length: N` or
+/// `Transfer-Encoding: chunked`), asking the service to close after its answer when `close`.
+pub fn raw_head(token: &str, framing: &str, close: bool) -> String {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "POST /v1/feedback HTTP/1.1\r\nHost: x\r\n{connection}Authorization: Bearer {token}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    )
+}
+
 /// Read one response until EOF (requests say `Connection: close`); status 0 when the server
 /// closed without answering.
 pub fn read_response(s: &mut TcpStream) -> Response {
