@@ -30,7 +30,8 @@ pub struct OutputSpec {
     pub num_tags: usize,
 }
 
-/// Read and check `model.json` and the tag vocabulary.
+/// Read and check `model.json` and the tag vocabulary (returned normalised:
+/// [`autotag_contract::normalize_tag`]).
 pub fn read_manifest(dir: &Path, verify_sha256: bool) -> Result<(ModelManifest, Vec<String>), ModelError> {
     let err = |message: String| ModelError::Model { path: dir.display().to_string(), message };
     let text = std::fs::read_to_string(dir.join("model.json")).map_err(|e| err(format!("model.json: {e}")))?;
@@ -42,6 +43,9 @@ pub fn read_manifest(dir: &Path, verify_sha256: bool) -> Result<(ModelManifest, 
         .map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
     let tags: Vec<String> =
         serde_json::from_str(&tags_text).map_err(|e| err(format!("{}: {e}", m.output.tags_file)))?;
+    // The vocabulary in the contract's canonical form, once: suggestions publish these names, and
+    // `scoring::existing_tag_scores` compares uploaders' (normalised) tags with them as they are.
+    let tags: Vec<String> = tags.iter().map(|t| autotag_contract::normalize_tag(t)).collect();
     if tags.len() != m.output.num_tags {
         return Err(err(format!(
             "{} tags in {}, model.json says {}",

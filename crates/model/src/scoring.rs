@@ -54,8 +54,9 @@ pub fn top_tags(scores: &[f32], vocab: &[String], top_k: usize, threshold: f32) 
     idx.into_iter().map(|i| TagScore { tag: vocab[i].clone(), score: rounded(scores[i]) }).collect()
 }
 
-/// The GIF's score for each of the uploader's `existing` tags that is in `vocab` (compared
-/// after [`normalize_tag`], each tag once, in the uploader's order), whatever its score: the
+/// The GIF's score for each of the uploader's `existing` tags that is in `vocab` (the uploader's
+/// tags pass [`normalize_tag`]; `vocab` is already canonical, as `manifest::read_manifest` returns
+/// it; each tag once, in the uploader's order), whatever its score: the
 /// suggestion's `existing_tag_scores`, which the relabel job keeps or halves original labels
 /// by (issue 13). `None` when the upload carried no tags; an empty list when none of them is
 /// in the vocabulary.
@@ -66,7 +67,7 @@ pub fn existing_tag_scores(scores: &[f32], vocab: &[String], existing: Option<&[
         if out.iter().any(|t| t.tag == tag) {
             continue;
         }
-        if let Some(i) = vocab.iter().position(|v| normalize_tag(v) == tag).filter(|&i| i < scores.len()) {
+        if let Some(i) = vocab.iter().position(|v| *v == tag).filter(|&i| i < scores.len()) {
             out.push(TagScore { tag, score: rounded(scores[i]) });
         }
     }
