@@ -199,14 +199,13 @@ async fn post_feedback(State(state): State<Arc<ApiState>>, request: Request) -> 
 
 /// The whole request path; `Ok(n)` once the broker acknowledged all `n` events.
 async fn accept(state: &ApiState, request: Request) -> Result<usize, ApiError> {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let client = parts.extensions.get::<Client>().map(|c| c.0.clone()).ok_or(ApiError::Unauthorized)?;
     if !is_json(&parts.headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let max = state.max_body_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let mut body = body;
     if declared.is_some_and(|n| n > max as u64) {
         linger(&mut body).await;
         return Err(ApiError::BodyTooLarge(max));

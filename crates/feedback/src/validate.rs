@@ -278,10 +278,20 @@ fn is_hidden(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}')
 }
 
-/// A property name as a JSON Pointer reference token (RFC 6901 §3: `~` → `~0`, `/` → `~1`), so
-/// that a client-chosen name cannot forge another path (or a line of the importer's output).
+/// A property name as a JSON Pointer reference token (RFC 6901 §3: `~` → `~0`, `/` → `~1`), with
+/// control characters escaped (`\n`), so that a client-chosen name cannot forge another path or
+/// a line of the importer's output. Other characters stay as they are.
 fn pointer_token(name: &str) -> String {
-    name.replace('~', "~0").replace('/', "~1").chars().flat_map(char::escape_default).collect()
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A schema error's text without echoing a huge offending value back.
@@ -331,9 +341,10 @@ mod tests {
         let mut e = good();
         e["a/b~c"] = 1.into();
         e["x\ny"] = 1.into();
+        e["café's"] = 1.into();
         let mut got = fields(&e);
         got.sort();
-        assert_eq!(got, ["/a~1b~0c", "/x\\ny"]);
+        assert_eq!(got, ["/a~1b~0c", "/café's", "/x\\ny"]);
     }
 
     #[test]
