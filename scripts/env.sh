@@ -16,3 +16,19 @@ if [ -d "$ROOT/.local/venv" ]; then
   TORCH_LIB="$(echo "$VENV_DIR"/lib/python3*/site-packages/torch/lib)"
   export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+
+# The shared target dir serves every checkout (a clean clone reuses the compiled dependencies),
+# but cargo does not rebuild a workspace crate whose sources did not change when the checkout
+# moved: its tests would keep the other checkout's env!("CARGO_MANIFEST_DIR") (measured: a
+# clone's test binaries read schemas/ from a deleted directory). So when the checkout that last
+# built here was another one, our own crates (not the dependencies: ~2 min) are rebuilt.
+own_target_dir() {
+  local mark="$CARGO_TARGET_DIR/.autotag-checkout"
+  if [ -d "$CARGO_TARGET_DIR/release" ] && [ "$(cat "$mark" 2>/dev/null)" != "$ROOT" ]; then
+    echo "[env] $CARGO_TARGET_DIR was last built from $(cat "$mark" 2>/dev/null || echo 'an unknown checkout'): rebuilding this checkout's crates" >&2
+    (cd "$ROOT" && cargo clean --release -q -p autotag -p autotag-contract -p gifcodec -p autotag-infra \
+      -p autotag-model -p autotag-worker -p autotag-ops -p autotag-feedback -p autotag-relabel \
+      -p autotag-bench -p autotag-test-support)
+  fi
+  mkdir -p "$CARGO_TARGET_DIR" && echo "$ROOT" > "$mark"
+}

@@ -1,7 +1,8 @@
 //! The `autotag` command line: one front for every service and tool, and the root package of
 //! the workspace (its system tests are in the repository's `tests/`). It holds no logic of its
 //! own; each command lives in its service's crate under `crates/`. Torch-free tools also ship as
-//! their own binaries (`autotag-ops`, `autotag-feedback`), which need no libtorch.
+//! their own binaries (`autotag-ops`, `autotag-feedback`, `autotag-relabel`), which need no
+//! libtorch.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use autotag_feedback::{FeedbackConfig, FeedbackTool};
 use autotag_infra::config::{self, ConfigArgs, ConfigError};
 use autotag_ops::{OpsCommand, OpsConfig};
+use autotag_relabel::RelabelConfig;
 use autotag_worker::WorkerConfig;
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,9 @@ enum Command {
         #[command(subcommand)]
         tool: FeedbackTool,
     },
+    /// Run the relabel job (uploads, suggestions and feedback → training labels); also the
+    /// `autotag-relabel` binary.
+    Relabel,
     #[command(flatten)]
     Ops(OpsCommand),
     /// Print the effective configuration of every section (file + environment) as TOML.
@@ -62,6 +67,10 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Relabel => {
+            let cfg: RelabelConfig = config::load(path).context("loading configuration")?;
+            rt.block_on(autotag_relabel::run(cfg, autotag_infra::shutdown::signal()))
+        }
         Command::Ops(cmd) => {
             let cfg: OpsConfig = config::load(path).context("loading configuration")?;
             match rt.block_on(autotag_ops::run(&cfg, cmd)) {
@@ -88,6 +97,9 @@ fn effective_config(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
         all.entry(section).or_insert(value);
     }
     for (section, value) in config::to_table(&config::load::<FeedbackConfig>(path)?)? {
+        all.entry(section).or_insert(value);
+    }
+    for (section, value) in config::to_table(&config::load::<RelabelConfig>(path)?)? {
         all.entry(section).or_insert(value);
     }
     Ok(all)

@@ -35,8 +35,9 @@ pub const ENV_PREFIX: &str = "AUTOTAG__";
 pub const ALL_SECTIONS: &[&str] = &[
     // Shared.
     "kafka", "s3", "retry", "metrics", "shutdown", // The worker.
-    "model", "frames", "batch", "pipeline", "limits", // The feedback API.
-    "feedback",
+    "model", "frames", "batch", "pipeline", "limits",   // The feedback API.
+    "feedback", // The relabel job.
+    "relabel",
 ];
 
 /// Errors while loading configuration.

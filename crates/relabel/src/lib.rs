@@ -11,15 +11,72 @@
 //! idempotent; feedback counts once per (`client`, `event_id`)); a record that cannot be an
 //! input is refused with a stable reason ([`input::InputError::reason`]).
 //!
-//! **Limits** (what lands later): the consuming service (`autotag relabel`, its `[relabel]`
-//! config), the transactional state store with the input offsets, partition takeover, and
-//! `autotag relabel export` are not built yet; the worker does not fill
-//! `existing_tag_scores` yet.
+//! The service (`autotag relabel`, also the torch-free `autotag-relabel` binary): [`config`]
+//! (`[relabel]`), [`store`] (redb: states with the input offsets they reflect, one
+//! transaction), [`changelog`] (the state replicated through a topic, restored when a
+//! partition moves), [`job`] (the consume → fold → flush loop, its delivery guarantee).
+//!
+//! **Limits** (what lands later): `autotag relabel export`; the per-GIF set of feedback ids is
+//! not bounded yet (it grows with a GIF's feedback events).
 //!
 //! **Never imports** the model, libtorch or another service.
 
+pub mod changelog;
+pub mod config;
 pub mod input;
+pub mod job;
+pub mod metrics;
 pub mod rule;
+pub mod store;
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use autotag_infra::telemetry::{self, Health};
+
+pub use config::RelabelConfig;
 pub use input::{Fact, FactKind, InputError, OrderKey};
+pub use job::JobError;
 pub use rule::{GifState, Outcome, Thresholds};
+
+/// Run the job until `stop` resolves (a signal in production), then flush and leave the
+/// group. The job runs on its own thread (its Kafka client is synchronous, see [`job`]); if it
+/// has not finished `shutdown.deadline_ms` after `stop`, this returns anyway: what it did not
+/// commit is redone by the next owner.
+///
+/// # Errors
+/// The metrics address cannot be bound; the job's start-up checks or its store failed.
+pub async fn run(cfg: RelabelConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let health = Arc::new(Health::new(&[metrics::RUNNING]));
+    if !cfg.relabel.metrics_listen.is_empty() {
+        let handle = telemetry::install_metrics(&[])?;
+        metrics::describe();
+        let addr = telemetry::serve_http(&cfg.relabel.metrics_listen, handle, health.clone()).await?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let deadline = cfg.shutdown.deadline;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let job_flag = flag.clone();
+    std::thread::Builder::new().name("relabel-job".into()).spawn(move || {
+        let _ = done_tx.send(job::run(cfg, job_flag, health));
+    })?;
+    tokio::pin!(done_rx);
+    tokio::select! {
+        r = &mut done_rx => return Ok(r??),
+        () = stop => {}
+    }
+    tracing::info!("stopping: flushing and leaving the group");
+    flag.store(true, Ordering::SeqCst);
+    match tokio::time::timeout(deadline, done_rx).await {
+        Ok(r) => Ok(r??),
+        Err(_) => {
+            tracing::warn!(
+                ?deadline,
+                "the job did not stop within the shutdown deadline; its uncommitted inputs are redone"
+            );
+            Ok(())
+        }
+    }
+}

@@ -361,40 +361,56 @@ impl WorkerEnv {
     }
 }
 
-/// A running `autotag worker`.
-pub struct Worker {
+/// A running service binary of the workspace (the worker, the relabel job), its stderr in a
+/// log file.
+pub struct Service {
     pub proc: Proc,
     pub metrics_port: u16,
     pub log: PathBuf,
 }
 
-impl Worker {
+/// A running `autotag worker`.
+pub type Worker = Service;
+
+impl Service {
+    /// `autotag worker` with `env`'s settings and the reference config.
     pub fn start(env: &WorkerEnv, log_name: &str) -> Self {
+        let config = repo().join("config/default.toml");
+        let args = [std::ffi::OsStr::new("worker"), "--config".as_ref(), config.as_os_str()];
+        Self::spawn(&autotag_bin(), &args, &env.vars, env.metrics_port, log_name)
+    }
+
+    /// `binary args…` with `vars` set, serving its metrics on `metrics_port`.
+    pub fn spawn(
+        binary: &Path,
+        args: &[&std::ffi::OsStr],
+        vars: &[(String, String)],
+        metrics_port: u16,
+        log_name: &str,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("autotag-{log_name}-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(autotag_bin())
-            .arg("worker")
-            .arg("--config")
-            .arg(repo().join("config/default.toml"))
-            .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let child = Command::new(binary)
+            .args(args)
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .expect("starting the worker");
-        Worker { proc: Proc(child), metrics_port: env.metrics_port, log }
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        Service { proc: Proc(child), metrics_port, log }
     }
 
-    /// Wait until /readyz says ready (model warmed up, group joined).
+    /// Wait until /readyz says ready (the worker: model warmed up, group joined).
     pub fn wait_ready(&mut self, timeout: Duration) {
         let t = Instant::now();
         loop {
             if let Some(status) = self.proc.0.try_wait().unwrap() {
-                panic!("worker exited early ({status}); log:\n{}", self.log_text());
+                panic!("service exited early ({status}); log:\n{}", self.log_text());
             }
             if http_get(self.metrics_port, "/readyz").is_some_and(|(code, _)| code == 200) {
                 return;
             }
-            assert!(t.elapsed() < timeout, "worker not ready within {timeout:?}; log:\n{}", self.log_text());
+            assert!(t.elapsed() < timeout, "service not ready within {timeout:?}; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -470,6 +486,7 @@ pub struct Schemas {
     pub upload: jsonschema::Validator,
     pub suggestion: jsonschema::Validator,
     pub dead_letter: jsonschema::Validator,
+    pub training_labels: jsonschema::Validator,
 }
 
 impl Schemas {
@@ -483,11 +500,17 @@ impl Schemas {
             upload: load("upload-event.schema.json"),
             suggestion: load("suggestion.schema.json"),
             dead_letter: load("dead-letter.schema.json"),
+            training_labels: load("training-labels.schema.json"),
         }
     }
 
     pub fn check(&self, r: &OutputRecord) {
-        let v = if r.topic == SUGGESTIONS { &self.suggestion } else { &self.dead_letter };
+        let v = match r.topic.as_str() {
+            SUGGESTIONS => &self.suggestion,
+            DLQ => &self.dead_letter,
+            "gif-training-labels" => &self.training_labels,
+            other => panic!("no schema for topic {other}"),
+        };
         let errors: Vec<String> = v.iter_errors(&r.value).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{} record violates its schema: {errors:?}\n{}", r.topic, r.value);
     }
@@ -534,4 +557,62 @@ pub fn assert_unknown_passthrough_keys_are_refused(binary: &Path) {
     let (ok, err) = run_with_env_var(binary, &watch, "AUTOTAG__KAFKA__CONSUMER__NOT_A_KEY");
     assert!(!ok, "{name} watch accepted an unknown consumer key");
     assert!(err.contains("not.a.key"), "{name} watch: the error does not name the key:\n{err}");
+}
+
+/// The relabel job's topics (its defaults): the four inputs, the labels, the changelog.
+pub const RELABEL_TOPICS: [&str; 6] =
+    [UPLOADS, "gif-backfill", SUGGESTIONS, "gif-tag-feedback", "gif-training-labels", "gif-relabel-changelog"];
+
+/// Settings of an `autotag-relabel` process: `(vars, metrics port)`. Fast group joins,
+/// `commit_interval_ms` 200.
+pub fn relabel_env(broker: &Broker, group: &str, state_dir: &Path) -> (Vec<(String, String)>, u16) {
+    let port = free_port();
+    let vars = [
+        ("AUTOTAG__KAFKA__BROKERS", broker.brokers()),
+        ("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "2000".into()),
+        ("AUTOTAG__KAFKA__CONSUMER__HEARTBEAT_INTERVAL_MS", "500".into()),
+        ("AUTOTAG__RELABEL__GROUP_ID", group.into()),
+        ("AUTOTAG__RELABEL__STATE_DIR", state_dir.display().to_string()),
+        ("AUTOTAG__RELABEL__COMMIT_INTERVAL_MS", "200".into()),
+        ("AUTOTAG__RELABEL__METRICS_LISTEN", format!("127.0.0.1:{port}")),
+        ("AUTOTAG_LOG", "info".into()),
+    ];
+    (vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), port)
+}
+
+/// Every record of `topic` from the beginning to the end seen now (librdkafka's partition
+/// EOF on each of its `partitions`), in partition order.
+pub fn read_to_end(broker: &Broker, topic: &str, partitions: i32) -> Vec<OutputRecord> {
+    use rdkafka::consumer::BaseConsumer;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", format!("test-read-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut ended = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let t = Instant::now();
+    while ended.len() < partitions as usize {
+        assert!(t.elapsed() < Duration::from_secs(60), "{topic}: no end within 60 s");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(OutputRecord {
+                topic: m.topic().to_owned(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null),
+            }),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
 }
