@@ -152,7 +152,7 @@ impl Broker {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new().set("bootstrap.servers", self.brokers()).set("enable.idempotence", "true").create().unwrap()
+        producer_for(&self.brokers())
     }
 
     pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
@@ -211,6 +211,11 @@ impl Broker {
             })
             .collect()
     }
+}
+
+/// An idempotent producer to `brokers` (for a task that cannot borrow the [`Broker`]).
+pub fn producer_for(brokers: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers).set("enable.idempotence", "true").create().unwrap()
 }
 
 /// The upload event an output answers: `upload_event_id`, or the origin

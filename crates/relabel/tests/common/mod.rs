@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 pub const PARTITIONS: i32 = 4;
 pub const LABELS: &str = "gif-training-labels";
+pub const CHANGELOG: &str = "gif-relabel-changelog";
 
 /// A broker with every topic of the job, `PARTITIONS` each.
 pub async fn broker() -> Broker {
@@ -22,8 +23,139 @@ pub async fn broker() -> Broker {
 
 /// `autotag-relabel` in `group`, its state in `state_dir`.
 pub fn start(broker: &Broker, group: &str, state_dir: &Path, log_name: &str) -> Service {
-    let (vars, port) = relabel_env(broker, group, state_dir);
+    start_with(broker, group, state_dir, log_name, &[])
+}
+
+/// As [`start`], with more settings (`AUTOTAG__…` overrides).
+pub fn start_with(broker: &Broker, group: &str, state_dir: &Path, log_name: &str, extra: &[(&str, &str)]) -> Service {
+    let (mut vars, port) = relabel_env(broker, group, state_dir);
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Service::spawn(&autotag_test_support::bin("autotag-relabel"), &[], &vars, port, log_name)
+}
+
+/// One input record: (topic, key, payload).
+pub type Input = (&'static str, String, Vec<u8>);
+
+/// A seeded random workload of about 10 inputs per GIF over `gifs` GIFs: one or two uploads
+/// (original labels from a small pool), one to three suggestions (scores on and around the
+/// thresholds), and up to eight feedback events from five users, a fifth of them sent twice.
+pub fn workload(gifs: usize, seed: u64) -> Vec<Input> {
+    const POOL: [&str; 6] = ["cat", "dog", "funny", "dance", "meme", "pet"];
+    const SCORES: [f32; 8] = [0.05, 0.2, 0.29, 0.3, 0.5, 0.69, 0.7, 0.95];
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out: Vec<Input> = Vec::new();
+    let pick = |rng: &mut fastrand::Rng, n: usize| -> Vec<&'static str> {
+        let mut tags: Vec<&str> = POOL.to_vec();
+        rng.shuffle(&mut tags);
+        tags.truncate(n);
+        tags
+    };
+    let mut fb = 0;
+    for i in 0..gifs {
+        let gif = format!("gif-{i:04}");
+        for u in 0..rng.usize(1..=2) {
+            let n = rng.usize(0..=3);
+            let (k, v) = upload(&format!("up-{i}-{u}"), &gif, rng.u32(0..100), &pick(&mut rng, n));
+            out.push((autotag_test_support::UPLOADS, k, v));
+        }
+        for s in 0..rng.usize(1..=3) {
+            let n = rng.usize(0..=4);
+            let tags: Vec<(&str, f32)> =
+                pick(&mut rng, n).into_iter().map(|t| (t, SCORES[rng.usize(..SCORES.len())])).collect();
+            let n = rng.usize(0..=3);
+            let existing: Vec<(&str, f32)> =
+                pick(&mut rng, n).into_iter().map(|t| (t, SCORES[rng.usize(..SCORES.len())])).collect();
+            let (k, v) = suggestion(&format!("sg-{i}-{s}"), &gif, rng.u32(0..100), &tags, &existing);
+            out.push((autotag_test_support::SUGGESTIONS, k, v));
+        }
+        for _ in 0..rng.usize(0..=8) {
+            fb += 1;
+            let action = ["add", "reject", "seen"][rng.usize(..3)];
+            let user = format!("user-{}", rng.usize(..5));
+            let (k, v) =
+                feedback(&format!("fb-{fb}"), &gif, rng.u32(0..100), &user, POOL[rng.usize(..POOL.len())], action);
+            if rng.usize(..5) == 0 {
+                out.push(("gif-tag-feedback", k.clone(), v.clone()));
+            }
+            out.push(("gif-tag-feedback", k, v));
+        }
+    }
+    rng.shuffle(&mut out);
+    out
+}
+
+/// Produce `inputs` to their topics.
+pub async fn produce(broker: &Broker, inputs: &[Input]) {
+    produce_with(&broker.producer(), inputs).await;
+}
+
+/// Produce `inputs` with `producer`, every acknowledgement awaited.
+pub async fn produce_with(producer: &rdkafka::producer::FutureProducer, inputs: &[Input]) {
+    use rdkafka::producer::FutureRecord;
+    let sends = inputs.iter().map(|(topic, k, v)| {
+        producer.send(FutureRecord::to(topic).key(k).payload(v), std::time::Duration::from_secs(30))
+    });
+    for r in futures::future::join_all(sends).await {
+        r.expect("produce");
+    }
+}
+
+/// What an uninterrupted fold of `inputs` gives per GIF: labels, upload and suggestion ids,
+/// feedback events counted. The rule in-process, as the job runs it.
+pub fn expected(inputs: &[Input]) -> BTreeMap<String, Value> {
+    use autotag_relabel::{GifState, Thresholds, input};
+    let mut states: BTreeMap<String, GifState> = BTreeMap::new();
+    for (topic, _, payload) in inputs {
+        let fact = match *topic {
+            autotag_test_support::UPLOADS => input::upload(payload),
+            autotag_test_support::SUGGESTIONS => input::suggestion(payload),
+            _ => input::feedback(payload),
+        }
+        .expect("a valid input");
+        states.entry(fact.gif_id.clone()).or_default().apply(&fact.kind);
+    }
+    states
+        .into_iter()
+        .filter_map(|(gif, s)| {
+            let o = s.outcome(Thresholds::default())?;
+            Some((gif, json!({"labels": o.labels, "inputs": o.inputs, "s3_uri": o.s3_uri})))
+        })
+        .collect()
+}
+
+/// The labels of the latest labels record per GIF. (A record's `inputs` are those of the last
+/// change of its labels: an input that changes no label writes no record, so the counts are
+/// compared on the job's state, [`states_in`].)
+pub fn comparable(latest: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    latest.iter().map(|(k, v)| (k.clone(), v["labels"].clone())).collect()
+}
+
+/// The labels part of [`expected`].
+pub fn expected_labels(want: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    want.iter().map(|(k, v)| (k.clone(), v["labels"].clone())).collect()
+}
+
+/// The job's latest state per GIF in the changelog `topic`, as [`expected`] gives it: what
+/// the state says now, feedback events counted included.
+pub fn states_in(broker: &Broker, topic: &str) -> BTreeMap<String, Value> {
+    use autotag_relabel::Thresholds;
+    use autotag_relabel::changelog::OFFSETS_KEY;
+    use autotag_relabel::store::Entry;
+    let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+    for r in read_to_end(broker, topic, PARTITIONS) {
+        let key = r.key.expect("changelog records are keyed");
+        if key != OFFSETS_KEY {
+            latest.insert(key, r.value);
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(gif, v)| {
+            let entry: Entry = serde_json::from_value(v).expect("a state record");
+            let o = entry.state.outcome(Thresholds::default())?;
+            Some((gif, json!({"labels": o.labels, "inputs": o.inputs, "s3_uri": o.s3_uri})))
+        })
+        .collect()
 }
 
 /// An instant `secs` after a fixed epoch, RFC 3339.
@@ -75,7 +207,12 @@ pub fn labels_of(v: &Value) -> Vec<(String, f64, String)> {
 
 /// Every labels record, and the latest per GIF.
 pub fn labels(broker: &Broker) -> (Vec<OutputRecord>, BTreeMap<String, Value>) {
-    let all = read_to_end(broker, LABELS, PARTITIONS);
+    labels_in(broker, LABELS)
+}
+
+/// As [`labels`], of another labels topic.
+pub fn labels_in(broker: &Broker, topic: &str) -> (Vec<OutputRecord>, BTreeMap<String, Value>) {
+    let all = read_to_end(broker, topic, PARTITIONS);
     let latest = all.iter().map(|r| (r.key.clone().expect("keyed by gif_id"), r.value.clone())).collect();
     (all, latest)
 }
