@@ -49,6 +49,7 @@ use crate::changelog::{self, OffsetsRecord};
 use crate::config::RelabelConfig;
 use crate::input::{self, Fact, InputError};
 use crate::metrics as m;
+use crate::partitioner;
 use crate::rule::Thresholds;
 use crate::store::{Commit, Entry, Store, StoreError};
 
@@ -101,6 +102,8 @@ pub struct Job {
     producer: FutureProducer,
     /// Reads the changelog on assignment (no group).
     reader: BaseConsumer<changelog::ReaderContext>,
+    /// The inputs' partition count (checked equal at start).
+    partitions: i32,
     /// Partitions this instance owns now.
     owned: BTreeSet<i32>,
     /// Entries changed since the last flush.
@@ -114,7 +117,7 @@ impl Job {
     ///
     /// # Errors
     /// The store cannot be opened; librdkafka refused the configuration.
-    pub fn new(cfg: RelabelConfig) -> Result<Self, JobError> {
+    pub fn new(cfg: RelabelConfig, partitions: i32) -> Result<Self, JobError> {
         let store = Store::open(&cfg.relabel.state_dir)?;
         let producer = kafka::create_producer(&cfg.kafka)?;
         let reader = kafka::client_config(
@@ -134,6 +137,7 @@ impl Job {
             store,
             producer,
             reader,
+            partitions,
             owned: BTreeSet::new(),
             dirty: BTreeMap::new(),
             offsets: BTreeMap::new(),
@@ -165,6 +169,15 @@ impl Job {
         self.offsets.insert((topic.to_owned(), p as u32), msg.offset() as u64 + 1);
         let stream = stream_of(&self.cfg, topic);
         match parsed {
+            Ok(fact) if partitioner::partition_of(fact.gif_id.as_bytes(), self.partitions) != p => {
+                let expected = partitioner::partition_of(fact.gif_id.as_bytes(), self.partitions);
+                metrics::counter!(m::SKIPPED, "reason" => "misplaced").increment(1);
+                warn!(
+                    topic, partition = p, offset = msg.offset(), gif_id = %fact.gif_id, expected,
+                    reason = "misplaced",
+                    "input skipped: its gif_id belongs in another partition (producer not keyed by gif_id with murmur2?)"
+                );
+            }
             Ok(fact) => self.fold(p as u32, fact, stream)?,
             Err(e) => {
                 metrics::counter!(m::SKIPPED, "reason" => e.reason()).increment(1);
@@ -453,7 +466,6 @@ pub fn check_topics<C: ConsumerContext>(consumer: &BaseConsumer<C>, cfg: &Relabe
 /// # Errors
 /// A start-up check, the store, or a partition that cannot be taken over.
 pub fn run(cfg: RelabelConfig, stop: Arc<AtomicBool>, health: Arc<Health>) -> Result<(), JobError> {
-    let job = Job::new(cfg.clone())?;
     let mut cc = kafka::client_config(
         &cfg.kafka,
         Role::Consumer,
@@ -467,9 +479,10 @@ pub fn run(cfg: RelabelConfig, stop: Arc<AtomicBool>, health: Arc<Health>) -> Re
     // Co-partitioning: partition p of every input goes to one member (issue 13); not the
     // operator's to change.
     cc.set("partition.assignment.strategy", "range");
-    let context = RelabelContext { job: std::sync::Mutex::new(Some(job)), fatal: std::sync::Mutex::new(None) };
+    let context = RelabelContext { job: std::sync::Mutex::new(None), fatal: std::sync::Mutex::new(None) };
     let consumer: BaseConsumer<RelabelContext> = cc.create_with_context(context)?;
     let partitions = check_topics(&consumer, &cfg)?;
+    *lock(&consumer) = Some(Job::new(cfg.clone(), partitions)?);
     info!(partitions, inputs = ?cfg.relabel.topics.inputs(), "topics checked");
     consumer.subscribe(&cfg.relabel.topics.inputs())?;
     health.set(m::RUNNING, true);

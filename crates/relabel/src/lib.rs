@@ -26,6 +26,7 @@ pub mod config;
 pub mod input;
 pub mod job;
 pub mod metrics;
+pub mod partitioner;
 pub mod rule;
 pub mod store;
 

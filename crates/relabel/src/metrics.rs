@@ -4,7 +4,8 @@
 /// Input records folded, by `stream` (`uploads`, `backfill`, `suggestions`, `feedback`) and
 /// `outcome` (`changed`: the GIF's state changed; `unchanged`: a duplicate or an older record).
 pub const INPUTS: &str = "autotag_relabel_inputs_total";
-/// Input records that cannot be an input of the rule, by `reason` (`input::InputError::reason`).
+/// Input records that cannot be an input of the rule, by `reason` (`input::InputError::reason`,
+/// or `misplaced`: the record's `gif_id` belongs in another partition, see `partitioner`).
 pub const SKIPPED: &str = "autotag_relabel_inputs_skipped_total";
 /// `gif-training-labels` records produced (a GIF's labels changed).
 pub const EMITTED: &str = "autotag_relabel_labels_emitted_total";

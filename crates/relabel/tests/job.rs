@@ -130,6 +130,21 @@ async fn final_labels_are_the_hand_computed_ones() {
         assert!(t.elapsed() < Duration::from_secs(30), "g4's new vote not reflected; log:\n{}", job.log_text());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // A record in another partition than its gif_id's (a producer outside the partitioning
+    // contract) is refused, not folded into a second state of the GIF.
+    let right = autotag_relabel::partitioner::partition_of(b"g7", PARTITIONS);
+    let (k, v) = upload("u7", "g7", 1, &["cat"]);
+    let record = rdkafka::producer::FutureRecord::to(UPLOADS).key(&k).payload(&v).partition((right + 1) % PARTITIONS);
+    broker.producer().send(record, Duration::from_secs(10)).await.expect("produce");
+    broker.produce_all(SUGGESTIONS, &[suggestion("s7", "g7", 5, &[("cat", 0.9)], &[])]).await;
+    let t = Instant::now();
+    while !job.metrics().contains(r#"autotag_relabel_inputs_skipped_total{reason="misplaced"} 1"#) {
+        assert!(t.elapsed() < Duration::from_secs(30), "misplaced record not refused:\n{}", job.metrics());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!labels(&broker).1.contains_key("g7"), "g7's upload was refused, so it has no labels");
+    assert!(job.log_text().contains("reason=\"misplaced\""), "{}", job.log_text());
     let metrics = job.metrics();
     assert!(metrics.contains("autotag_relabel_commits_total"), "{metrics}");
 }
