@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use autotag_feedback::{FeedbackConfig, FeedbackTool};
 use autotag_infra::config::{self, ConfigArgs, ConfigError};
 use autotag_ops::{OpsCommand, OpsConfig};
-use autotag_relabel::RelabelConfig;
+use autotag_relabel::{RelabelConfig, RelabelTool};
 use autotag_worker::WorkerConfig;
 use clap::{Parser, Subcommand};
 
@@ -36,9 +36,12 @@ enum Command {
         #[command(subcommand)]
         tool: FeedbackTool,
     },
-    /// Run the relabel job (uploads, suggestions and feedback → training labels); also the
-    /// `autotag-relabel` binary.
-    Relabel,
+    /// Run the relabel job (uploads, suggestions and feedback → training labels), or one of its
+    /// tools (export); also the `autotag-relabel` binary.
+    Relabel {
+        #[command(subcommand)]
+        tool: Option<RelabelTool>,
+    },
     #[command(flatten)]
     Ops(OpsCommand),
     /// Print the effective configuration of every section (file + environment) as TOML.
@@ -67,9 +70,12 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Relabel => {
+        Command::Relabel { tool } => {
             let cfg: RelabelConfig = config::load(path).context("loading configuration")?;
-            rt.block_on(autotag_relabel::run(cfg, autotag_infra::shutdown::signal()))
+            match tool {
+                None => rt.block_on(autotag_relabel::run(cfg, autotag_infra::shutdown::signal())),
+                Some(tool) => rt.block_on(autotag_relabel::run_tool(&cfg, tool)),
+            }
         }
         Command::Ops(cmd) => {
             let cfg: OpsConfig = config::load(path).context("loading configuration")?;

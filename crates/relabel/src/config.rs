@@ -1,5 +1,6 @@
 //! The relabel job's configuration: the shared `[kafka]` (brokers, the operator's consumer and
-//! producer pass-through keys) and `[shutdown]` sections, and its own `[relabel]` section,
+//! producer pass-through keys), `[s3]` (the export's client) and `[shutdown]` sections, and its
+//! own `[relabel]` section,
 //! documented here field by field. `config/default.toml` is the reference; every key can be
 //! overridden as `AUTOTAG__RELABEL__KEY` (`AUTOTAG__RELABEL__TOPICS__FEEDBACK=…`).
 //!
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use autotag_infra::config::{ConfigError, ServiceConfig, millis};
 use autotag_infra::kafka::KafkaConfig;
+use autotag_infra::s3::S3Config;
 use autotag_infra::shutdown::ShutdownConfig;
 use serde::{Deserialize, Serialize};
 
@@ -23,11 +25,14 @@ use crate::rule::Thresholds;
 pub struct RelabelConfig {
     pub kafka: KafkaConfig,
     pub relabel: RelabelSection,
+    /// The S3 client of `autotag relabel export` (addressing style; credentials, region and
+    /// endpoint come from the standard AWS environment).
+    pub s3: S3Config,
     pub shutdown: ShutdownConfig,
 }
 
 impl ServiceConfig for RelabelConfig {
-    const SECTIONS: &'static [&'static str] = &["kafka", "relabel", "shutdown"];
+    const SECTIONS: &'static [&'static str] = &["kafka", "relabel", "s3", "shutdown"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));

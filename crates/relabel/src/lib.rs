@@ -16,13 +16,16 @@
 //! transaction), [`changelog`] (the state replicated through a topic, restored when a
 //! partition moves), [`job`] (the consume → fold → flush loop, its delivery guarantee).
 //!
-//! **Limits** (what lands later): `autotag relabel export`; the per-GIF set of feedback ids is
-//! not bounded yet (it grows with a GIF's feedback events).
+//! [`export`] writes a dataset snapshot of the labels topic to S3 (`autotag relabel export`).
+//!
+//! **Limits** (what lands later): the per-GIF set of feedback ids is not bounded yet (it grows
+//! with a GIF's feedback events).
 //!
 //! **Never imports** the model, libtorch or another service.
 
 pub mod changelog;
 pub mod config;
+pub mod export;
 pub mod input;
 pub mod job;
 pub mod metrics;
@@ -40,6 +43,38 @@ pub use config::RelabelConfig;
 pub use input::{Fact, FactKind, InputError, OrderKey};
 pub use job::JobError;
 pub use rule::{GifState, Outcome, Thresholds};
+
+/// The job's tools (`autotag relabel <tool>`, `autotag-relabel <tool>`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RelabelTool {
+    /// Write a dataset snapshot of every GIF's current training labels to S3: JSONL shards, then
+    /// `manifest.json` (README "Relabel job").
+    Export {
+        /// Destination, `s3://bucket/prefix/`.
+        #[arg(long)]
+        to: String,
+        /// Most GIFs per shard.
+        #[arg(long, default_value_t = 100_000)]
+        shard_gifs: usize,
+    },
+}
+
+/// Run `tool`; prints what it did.
+///
+/// # Errors
+/// As the tool ([`export::export`]).
+pub async fn run_tool(cfg: &RelabelConfig, tool: RelabelTool) -> anyhow::Result<()> {
+    match tool {
+        RelabelTool::Export { to, shard_gifs } => {
+            let m = export::export(cfg, &to, shard_gifs).await?;
+            println!(
+                "dataset {} written to {to}: {} GIFs, {} labels, {} shards (manifest.json last)",
+                m.dataset_id, m.counts.gifs, m.counts.labels, m.counts.shards
+            );
+            Ok(())
+        }
+    }
+}
 
 /// Run the job until `stop` resolves (a signal in production), then flush and leave the
 /// group. The job runs on its own thread (its Kafka client is synchronous, see [`job`]); if it

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use autotag_relabel::RelabelConfig;
+use autotag_relabel::{RelabelConfig, RelabelTool};
 use clap::{Parser, Subcommand};
 
 /// autotag's relabel job: uploads, suggestions and feedback joined per GIF into training
@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the job (the default).
     Run,
+    #[command(flatten)]
+    Tool(RelabelTool),
     /// Print the effective configuration of the sections this service reads as TOML.
     Config,
 }
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => rt.block_on(autotag_relabel::run(cfg, autotag_infra::shutdown::signal()))?,
+        Command::Tool(tool) => rt.block_on(autotag_relabel::run_tool(&cfg, tool))?,
         Command::Config => print!("{}", toml::to_string_pretty(&cfg)?),
     }
     rt.shutdown_timeout(Duration::from_millis(500));

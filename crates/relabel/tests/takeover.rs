@@ -4,44 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use autotag_test_support::Service;
 use common::*;
-use serde_json::Value;
-
-/// Wait until the latest labels of `topic` equal `want`'s, and the state in `changelog` (the
-/// feedback events counted included) equals `want`.
-async fn converge(
-    broker: &autotag_test_support::Broker,
-    (topic, changelog): (&str, &str),
-    want: &BTreeMap<String, Value>,
-    job: &Service,
-) {
-    let t = Instant::now();
-    let want_labels = expected_labels(want);
-    loop {
-        let got = comparable(&labels_in(broker, topic).1);
-        if got == want_labels {
-            let got = states_in(broker, changelog);
-            assert_eq!(&got, want, "labels right, but the state differs (a feedback event counted twice?)");
-            return;
-        }
-        let want = &want_labels;
-        if t.elapsed() > Duration::from_secs(90) {
-            let wrong: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).take(3).collect();
-            panic!(
-                "{topic}: {} of {} GIFs differ, e.g. {wrong:?}\ngot for them: {:?}\nlog:\n{}",
-                want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count(),
-                want.len(),
-                wrong.iter().map(|(k, _)| got.get(*k)).collect::<Vec<_>>(),
-                job.log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkills_at_random_moments_change_no_label_and_count_no_feedback_twice() {

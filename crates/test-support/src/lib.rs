@@ -331,6 +331,36 @@ impl S3Server {
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
         self.client().await.put_object().bucket(bucket).key(key).body(body.into()).send().await.expect("put object");
     }
+
+    /// The keys under `prefix`, sorted (every page).
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let client = self.client().await;
+        let mut keys = Vec::new();
+        let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            keys.extend(page.expect("list objects").contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let out = self.client().await.get_object().bucket(bucket).key(key).send().await.expect("get object");
+        out.body.collect().await.expect("object body").into_bytes().to_vec()
+    }
+
+    /// The standard AWS environment of a service that talks to this server.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL_S3", self.endpoint()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
 }
 
 /// Settings for a worker process.
@@ -356,14 +386,11 @@ impl WorkerEnv {
             ("AUTOTAG__PIPELINE__DECODE_THREADS", "1".into()),
             ("AUTOTAG__BATCH__MAX_BATCH", "8".into()),
             ("AUTOTAG__METRICS__LISTEN", format!("127.0.0.1:{metrics_port}")),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL_S3", s3.endpoint()),
             ("AUTOTAG_LOG", "info,autotag=debug".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(s3.aws_env())
         .collect();
         WorkerEnv { vars, metrics_port, group }
     }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use autotag_test_support::{Broker, OutputRecord, RELABEL_TOPICS, Service, read_to_end, relabel_env};
 use serde_json::{Value, json};
@@ -215,4 +216,36 @@ pub fn labels_in(broker: &Broker, topic: &str) -> (Vec<OutputRecord>, BTreeMap<S
     let all = read_to_end(broker, topic, PARTITIONS);
     let latest = all.iter().map(|r| (r.key.clone().expect("keyed by gif_id"), r.value.clone())).collect();
     (all, latest)
+}
+
+/// Wait until the latest labels of `topic` equal `want`'s, and the state in `changelog` (the
+/// feedback events counted included) equals `want`.
+pub async fn converge(
+    broker: &Broker,
+    (topic, changelog): (&str, &str),
+    want: &BTreeMap<String, Value>,
+    job: &Service,
+) {
+    let t = Instant::now();
+    let want_labels = expected_labels(want);
+    loop {
+        let got = comparable(&labels_in(broker, topic).1);
+        if got == want_labels {
+            let got = states_in(broker, changelog);
+            assert_eq!(&got, want, "labels right, but the state differs (a feedback event counted twice?)");
+            return;
+        }
+        let want = &want_labels;
+        if t.elapsed() > Duration::from_secs(90) {
+            let wrong: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).take(3).collect();
+            panic!(
+                "{topic}: {} of {} GIFs differ, e.g. {wrong:?}\ngot for them: {:?}\nlog:\n{}",
+                want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count(),
+                want.len(),
+                wrong.iter().map(|(k, _)| got.get(*k)).collect::<Vec<_>>(),
+                job.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
