@@ -51,6 +51,9 @@ impl ServiceConfig for RelabelConfig {
         if r.state_dir.as_os_str().is_empty() {
             return bad("relabel.state_dir is empty".into());
         }
+        if r.store_cache_mib == 0 {
+            return bad("relabel.store_cache_mib must be >= 1".into());
+        }
         if r.commit_interval.is_zero() {
             return bad("relabel.commit_interval_ms must be > 0".into());
         }
@@ -91,6 +94,9 @@ pub struct RelabelSection {
     /// offsets they reflect) lives. One directory per instance; it is a cache of the changelog
     /// topic, so a lost directory costs a restore, not data.
     pub state_dir: PathBuf,
+    /// The state store's page cache, in MiB (`store_cache_mib`): the bound of the store's share
+    /// of the job's memory; more keeps more GIFs' states in memory between their inputs.
+    pub store_cache_mib: usize,
     /// How often the job writes its outputs, its changelog and then one state transaction with
     /// the input offsets (`commit_interval_ms`). A crash redoes at most this much input.
     #[serde(rename = "commit_interval_ms", with = "millis")]
@@ -115,6 +121,7 @@ impl Default for RelabelSection {
             add_threshold: t.add,
             group_id: "autotag-relabel".into(),
             state_dir: PathBuf::from("relabel-state"),
+            store_cache_mib: 64,
             commit_interval: Duration::from_millis(1_000),
             metrics_listen: "127.0.0.1:9466".into(),
             topics: RelabelTopics::default(),

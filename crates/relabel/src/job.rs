@@ -118,7 +118,7 @@ impl Job {
     /// # Errors
     /// The store cannot be opened; librdkafka refused the configuration.
     pub fn new(cfg: RelabelConfig, partitions: i32) -> Result<Self, JobError> {
-        let store = Store::open(&cfg.relabel.state_dir)?;
+        let store = Store::open(&cfg.relabel.state_dir, cfg.relabel.store_cache_mib * 1024 * 1024)?;
         let producer = kafka::create_producer(&cfg.kafka)?;
         let reader = kafka::client_config(
             &cfg.kafka,
@@ -128,6 +128,8 @@ impl Job {
                 ("enable.auto.commit", "false"),
                 ("enable.partition.eof", "true"),
                 ("auto.offset.reset", "earliest"),
+                // Bounds the restore's prefetch (librdkafka's default is 64 MiB a partition).
+                ("queued.max.messages.kbytes", "16384"),
             ],
         )
         .create_with_context(changelog::ReaderContext)?;

@@ -18,10 +18,10 @@
 //!
 //! [`export`] writes a dataset snapshot of the labels topic to S3 (`autotag relabel export`).
 //!
-//! **Limits** (what lands later): the per-GIF set of feedback ids is not bounded yet (it grows
-//! with a GIF's feedback events).
-//!
-//! **Never imports** the model, libtorch or another service.
+//! **Limits**: a GIF's feedback ids are kept for [`rule::FEEDBACK_ID_WINDOW_SECS`] before its
+//! newest feedback (bounded state; an event first delivered later than that is not counted);
+//! the state of a partition is restored from the whole changelog by an instance that never
+//! owned it (measured: 1 million GIFs in ~55 s on 2 cores, `docs/benchmarks.md`).
 
 pub mod changelog;
 pub mod config;

@@ -24,15 +24,25 @@
 //! (`client`, `event_id`). Applying any permutation of any multiset of the same facts gives the
 //! same state.
 //!
-//! **Limits**: the state of one GIF holds every distinct feedback id it has seen (for the
-//! `feedback_events` count), so it grows with the feedback a GIF receives.
+//! **Feedback ids are bounded by time** ([`FEEDBACK_ID_WINDOW_SECS`]): a GIF keeps the ids of
+//! the feedback events that occurred within the window before its newest one; older ids leave
+//! the set and are kept as a count. An event that occurred before that window when it arrives
+//! is taken for a repeat and not counted again (its vote still applies: votes are idempotent by
+//! user and time). So the count is exact, and independent of arrival order, for events that
+//! arrive within the window of the GIF's newest feedback; a first delivery that arrives later
+//! than that is not counted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use autotag_contract::{FeedbackAction, Label, LabelInputs, Provenance};
 use serde::{Deserialize, Serialize};
 
 use crate::input::{FactKind, FeedbackFact, OrderKey, SuggestionFact, UploadFact};
+
+/// How far before a GIF's newest feedback event (by `occurred_at`) the ids of its events are
+/// kept for de-duplication: 30 days. Retries of the feedback API and redeliveries of the topic
+/// arrive within seconds to hours; a month bounds the set by a GIF's feedback of one month.
+pub const FEEDBACK_ID_WINDOW_SECS: i64 = 30 * 24 * 3600;
 
 /// The rule's two thresholds, each in `[0, 1]`, compared inclusively.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,8 +85,15 @@ pub struct GifState {
     pub scores: BTreeMap<String, ScoreSeen>,
     /// Per tag, per user, the latest add/reject.
     pub votes: BTreeMap<String, BTreeMap<String, Vote>>,
-    /// (client, event_id) of every feedback event counted.
-    pub feedback_ids: BTreeSet<(String, String)>,
+    /// client → event_id → `occurred_at` (Unix seconds) of the feedback events counted that
+    /// occurred within [`FEEDBACK_ID_WINDOW_SECS`] of the newest one.
+    pub feedback_ids: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Feedback events counted whose ids left the window.
+    #[serde(default)]
+    pub feedback_before_window: u64,
+    /// `occurred_at` (Unix seconds) of the newest feedback event counted.
+    #[serde(default)]
+    pub newest_feedback_secs: Option<i64>,
 }
 
 /// A GIF's labels and what they were computed from.
@@ -118,8 +135,37 @@ impl GifState {
         changed
     }
 
+    /// Distinct feedback events counted for the GIF (`seen` included).
+    pub fn feedback_events(&self) -> u64 {
+        self.feedback_before_window + self.feedback_ids.values().map(|ids| ids.len() as u64).sum::<u64>()
+    }
+
+    /// Count the event once (module docs: the window); whether the count changed.
+    fn count_feedback(&mut self, f: &FeedbackFact) -> bool {
+        let at = f.key.secs;
+        if self.newest_feedback_secs.is_some_and(|newest| at < newest - FEEDBACK_ID_WINDOW_SECS) {
+            return false;
+        }
+        let ids = self.feedback_ids.entry(f.client.clone()).or_default();
+        if ids.contains_key(&f.key.event_id) {
+            return false;
+        }
+        ids.insert(f.key.event_id.clone(), at);
+        if self.newest_feedback_secs.is_none_or(|newest| at > newest) {
+            self.newest_feedback_secs = Some(at);
+            let horizon = at - FEEDBACK_ID_WINDOW_SECS;
+            for ids in self.feedback_ids.values_mut() {
+                let before = ids.len();
+                ids.retain(|_, t| *t >= horizon);
+                self.feedback_before_window += (before - ids.len()) as u64;
+            }
+            self.feedback_ids.retain(|_, ids| !ids.is_empty());
+        }
+        true
+    }
+
     fn apply_feedback(&mut self, f: &FeedbackFact) -> bool {
-        let mut changed = self.feedback_ids.insert((f.client.clone(), f.key.event_id.clone()));
+        let mut changed = self.count_feedback(f);
         if f.action != FeedbackAction::Seen {
             let votes = self.votes.entry(f.tag.clone()).or_default();
             let vote = Vote { action: f.action, key: f.key.clone() };
@@ -169,7 +215,7 @@ impl GifState {
             inputs: LabelInputs {
                 upload_event_id: upload.key.event_id.clone(),
                 suggestion_event_id: suggestion.key.event_id.clone(),
-                feedback_events: self.feedback_ids.len() as u64,
+                feedback_events: self.feedback_events(),
             },
         })
     }

@@ -94,14 +94,16 @@ impl Store {
     /// The file name inside `relabel.state_dir`.
     pub const FILE: &'static str = "relabel.redb";
 
-    /// Open (or create) the store in `dir`, creating the directory.
+    /// Open (or create) the store in `dir`, creating the directory, with a page cache of at most
+    /// `cache_bytes` (redb's default is 1 GiB, which the process's memory would grow to as the
+    /// store does: measured 406 MiB peak RSS restoring 100 000 GIFs with it).
     ///
     /// # Errors
     /// The directory cannot be created, the file cannot be opened (another process holds it)
     /// or is not a redb database.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_owned(), source })?;
-        let db = Database::create(dir.join(Self::FILE)).map_err(db_err)?;
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(dir.join(Self::FILE)).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(GIFS).map_err(db_err)?;
@@ -212,10 +214,10 @@ mod tests {
         commit.input_offsets.insert(("gif-uploads".into(), 4), 9);
         commit.changelog_offsets.insert(3, 42);
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
             store.commit(&commit).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.entry(3, "g1").unwrap(), Some(entry));
         assert_eq!(store.entry(3, "g2").unwrap(), None, "partition is part of the key");
         assert_eq!(
@@ -230,7 +232,7 @@ mod tests {
     #[test]
     fn a_second_process_cannot_open_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path()).unwrap();
-        assert!(Store::open(dir.path()).is_err());
+        let _first = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(Store::open(dir.path(), 1 << 20).is_err());
     }
 }

@@ -6,6 +6,7 @@ use super::*;
 use crate::input::OrderKey;
 use Provenance::*;
 use autotag_contract::FeedbackAction::{Add, Reject, Seen};
+use std::collections::BTreeSet;
 
 /// 2026-12-01T10:00:00Z + `s` seconds.
 fn key(id: &str, s: i64) -> OrderKey {
@@ -327,7 +328,7 @@ fn the_rule_table_in_every_arrival_order() {
         }
         let state = first.expect("at least one order");
         let out = state.outcome(Thresholds::default());
-        assert_eq!(state.feedback_ids.len() as u64, c.feedback_events, "{}", c.name);
+        assert_eq!(state.feedback_events(), c.feedback_events, "{}", c.name);
         match (&c.labels, out) {
             (None, None) => {}
             (Some(want), Some(o)) => {
@@ -364,4 +365,32 @@ fn other_thresholds_move_the_boundaries() {
     let o = s.outcome(Thresholds { keep: 0.6, add: 0.5 }).expect("an outcome");
     let got: Vec<(&str, f64, Provenance)> = o.labels.iter().map(|l| (l.tag.as_str(), l.score, l.provenance)).collect();
     assert_eq!(got, [("cat", 1.0, Kept), ("dog", 0.5, Halved), ("pet", 0.5, ModelAdded)]);
+}
+
+/// The feedback-id window: ids older than the window before the newest event leave the set but
+/// stay counted; a first delivery older than the window is taken for a repeat; votes still apply.
+#[test]
+fn feedback_ids_are_bounded_by_the_window_and_stay_counted() {
+    let w = FEEDBACK_ID_WINDOW_SECS;
+    let mut state = GifState::default();
+    for f in [fb("old-1", "a", "cat", Add, 0), fb("old-2", "b", "cat", Seen, 10)] {
+        assert!(state.apply(&f));
+    }
+    assert_eq!(state.feedback_events(), 2);
+    // A month and a day later: the old ids leave the set, the count stays.
+    assert!(state.apply(&fb("new-1", "c", "dog", Add, w + 86_400)));
+    assert_eq!(state.feedback_events(), 3);
+    assert_eq!(state.feedback_ids.values().map(BTreeMap::len).sum::<usize>(), 1, "only the new id is kept");
+    assert_eq!(state.feedback_before_window, 2);
+    // A repeat of an old event changes nothing; a repeat of the new one neither.
+    assert!(!state.apply(&fb("old-1", "a", "cat", Add, 0)));
+    assert!(!state.apply(&fb("new-1", "c", "dog", Add, w + 86_400)));
+    assert_eq!(state.feedback_events(), 3);
+    // An old event seen for the first time is not counted, but its vote applies.
+    assert!(state.apply(&fb("old-3", "d", "cat", Reject, 20)));
+    assert_eq!(state.feedback_events(), 3);
+    assert_eq!(state.votes["cat"]["d"].action, Reject);
+    // The state survives its JSON round trip (the store and the changelog hold it so).
+    let json = serde_json::to_string(&state).unwrap();
+    assert_eq!(serde_json::from_str::<GifState>(&json).unwrap(), state);
 }
