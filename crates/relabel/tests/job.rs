@@ -54,9 +54,10 @@ async fn final_labels_are_the_hand_computed_ones() {
         upload("u3", "g3", 1, &[]),
         upload("u4", "g4", 1, &[]),
         upload("u5", "g5", 1, &["lonely"]),
-        upload("u6", "g6", 1, &["a"]),
     ];
     broker.produce_all(UPLOADS, &uploads).await;
+    // A backfill event is an upload event too: its `existing_tags` are original labels.
+    broker.produce_all("gif-backfill", &[upload("u6", "g6", 1, &["a"])]).await;
 
     let expected: BTreeMap<&str, Vec<(String, f64, String)>> = BTreeMap::from([
         ("g1", vec![l("cat", 1.0, "kept"), l("dog", 0.5, "halved"), l("pet", 0.75, "model_added")]),
@@ -147,4 +148,36 @@ async fn final_labels_are_the_hand_computed_ones() {
     assert!(job.log_text().contains("reason=\"misplaced\""), "{}", job.log_text());
     let metrics = job.metrics();
     assert!(metrics.contains("autotag_relabel_commits_total"), "{metrics}");
+}
+
+/// The job refuses to start, naming what is wrong, when a topic is missing or the inputs' and
+/// the changelog's partition counts differ (the partitioning contract).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_without_its_topics_or_with_unequal_partition_counts() {
+    let broker = autotag_test_support::Broker::start(PARTITIONS).await;
+    let state = tempfile::tempdir().unwrap();
+    let run = |log: &str| {
+        let mut job = start(&broker, "relabel-refuse", state.path(), log);
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = job.proc.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "still running; log:\n{}", job.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success());
+        job.log_text()
+    };
+    let log = run("relabel-refuse-missing");
+    assert!(log.contains("topic `gif-backfill` does not exist"), "{log}");
+    broker.create_topics(&["gif-backfill", "gif-tag-feedback", "gif-training-labels"], PARTITIONS).await;
+    broker.create_topics(&["gif-relabel-changelog"], 2).await;
+    let log = run("relabel-refuse-counts");
+    assert!(
+        log.contains("same partition count")
+            && log.contains("gif-relabel-changelog=2")
+            && log.contains("gif-uploads=4"),
+        "{log}"
+    );
 }
