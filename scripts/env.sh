@@ -28,7 +28,7 @@ own_target_dir() {
     echo "[env] $CARGO_TARGET_DIR was last built from $(cat "$mark" 2>/dev/null || echo 'an unknown checkout'): rebuilding this checkout's crates" >&2
     (cd "$ROOT" && cargo clean --release -q -p autotag -p autotag-contract -p gifcodec -p autotag-infra \
       -p autotag-model -p autotag-worker -p autotag-ops -p autotag-feedback -p autotag-relabel \
-      -p autotag-bench -p autotag-test-support)
+      -p autotag-eval -p autotag-bench -p autotag-test-support)
   fi
   mkdir -p "$CARGO_TARGET_DIR" && echo "$ROOT" > "$mark"
 }
