@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use autotag_eval::EvalConfig;
 use autotag_feedback::{FeedbackConfig, FeedbackTool};
 use autotag_infra::config::{self, ConfigArgs, ConfigError};
 use autotag_ops::{OpsCommand, OpsConfig};
@@ -41,6 +42,16 @@ enum Command {
     Relabel {
         #[command(subcommand)]
         tool: Option<RelabelTool>,
+    },
+    /// Tag local GIFs or s3:// objects with the worker's decoder, model and scoring, without
+    /// Kafka: a table, or with --json one JSON line per input.
+    Tag {
+        /// Print one JSON line per input instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// GIF files or s3://bucket/key objects.
+        #[arg(required = true)]
+        inputs: Vec<String>,
     },
     #[command(flatten)]
     Ops(OpsCommand),
@@ -77,6 +88,10 @@ fn main() -> anyhow::Result<()> {
                 Some(tool) => rt.block_on(autotag_relabel::run_tool(&cfg, tool)),
             }
         }
+        Command::Tag { json, inputs } => {
+            let cfg: EvalConfig = config::load(path).context("loading configuration")?;
+            rt.block_on(autotag_eval::tag::run(&cfg, &inputs, json)).map(|_| ())
+        }
         Command::Ops(cmd) => {
             let cfg: OpsConfig = config::load(path).context("loading configuration")?;
             match rt.block_on(autotag_ops::run(&cfg, cmd)) {
@@ -103,6 +118,9 @@ fn effective_config(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
         all.entry(section).or_insert(value);
     }
     for (section, value) in config::to_table(&config::load::<FeedbackConfig>(path)?)? {
+        all.entry(section).or_insert(value);
+    }
+    for (section, value) in config::to_table(&config::load::<EvalConfig>(path)?)? {
         all.entry(section).or_insert(value);
     }
     for (section, value) in config::to_table(&config::load::<RelabelConfig>(path)?)? {

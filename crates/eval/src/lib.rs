@@ -5,10 +5,18 @@
 //! precision and recall of the tags actually suggested, scene recall and per-tag figures, as
 //! pure functions of tag lists and a report that aggregates them.
 //!
-//! **Limits** (what lands later): the runner (`autotag eval --labels FILE.jsonl`, which tags
-//! each GIF with the worker's decoder, model and scoring), `autotag tag`, the tag embeddings
-//! for the semantic metric, the labelled GIF set.
+//! [`tagger`] tags one GIF as the worker does (decoder, sampling, model, scoring) and [`tag`] is
+//! `autotag tag FILE_OR_S3_URI...` on top of it, configured by [`config`] (the worker's own
+//! `[model]`, `[frames]`, `[limits]`, `[s3]` sections).
 //!
-//! **Never imports** a service.
+//! **Limits** (what lands later): the runner (`autotag eval --labels FILE.jsonl`), the tag
+//! embeddings for the semantic metric, the labelled GIF set.
+//!
+//! **Never imports** a service (it links libtorch through `model`, like the worker).
 
+pub mod config;
 pub mod metrics;
+pub mod tag;
+pub mod tagger;
+
+pub use config::EvalConfig;

@@ -62,3 +62,18 @@ impl Default for ModelConfig {
         }
     }
 }
+
+/// Frame sampling (`[frames]`): how many of a GIF's frames the model sees. Read by the worker
+/// and by `autotag tag` / `autotag eval`, so both tag a GIF the same way.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FramesConfig {
+    /// Frames sampled per GIF, spread evenly over the animation.
+    pub per_gif: usize,
+}
+
+impl Default for FramesConfig {
+    fn default() -> Self {
+        Self { per_gif: 8 }
+    }
+}

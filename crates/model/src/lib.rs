@@ -23,7 +23,7 @@ pub mod torch;
 pub mod warmup;
 
 pub use backend::{Backend, ModelError};
-pub use config::ModelConfig;
+pub use config::{FramesConfig, ModelConfig};
 pub use device::{DeviceChoice, Precision, PrecisionChoice};
 pub use torch::{TorchBackend, load_torch};
 

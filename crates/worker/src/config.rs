@@ -12,6 +12,7 @@ use autotag_infra::retry::RetryConfig;
 use autotag_infra::s3::S3Config;
 use autotag_infra::shutdown::ShutdownConfig;
 use autotag_infra::telemetry::MetricsConfig;
+pub use autotag_model::FramesConfig;
 use autotag_model::ModelConfig;
 use gifcodec::DecodeLimits;
 use serde::{Deserialize, Serialize};
@@ -68,20 +69,6 @@ impl WorkerConfig {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             n => n,
         }
-    }
-}
-
-/// Frame sampling.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FramesConfig {
-    /// Frames sampled per GIF, spread evenly over the animation.
-    pub per_gif: usize,
-}
-
-impl Default for FramesConfig {
-    fn default() -> Self {
-        Self { per_gif: 8 }
     }
 }
 
