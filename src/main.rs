@@ -53,6 +53,19 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Evaluate tag quality on a labelled set (one {"gif","tags"[,"scenes","groups"]} a line):
+    /// the seed's metrics, precision, recall, scene recall, overall and per group.
+    Eval {
+        /// The labels file (JSON lines); relative GIF paths are resolved against its folder.
+        #[arg(long)]
+        labels: std::path::PathBuf,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Cosine distance under which a GIF counts as semantically right.
+        #[arg(long, default_value_t = 0.3)]
+        semantic_threshold: f64,
+    },
     #[command(flatten)]
     Ops(OpsCommand),
     /// Print the effective configuration of every section (file + environment) as TOML.
@@ -91,6 +104,17 @@ fn main() -> anyhow::Result<()> {
         Command::Tag { json, inputs } => {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
             rt.block_on(autotag_eval::tag::run(&cfg, &inputs, json)).map(|_| ())
+        }
+        Command::Eval { labels, json, semantic_threshold } => {
+            let cfg: EvalConfig = config::load(path).context("loading configuration")?;
+            rt.block_on(async {
+                let out = autotag_eval::runner::run(&cfg, &labels, semantic_threshold).await?;
+                print!("{}", autotag_eval::runner::table(&out));
+                match json {
+                    Some(path) => autotag_eval::runner::write_json(&out, &path),
+                    None => Ok(()),
+                }
+            })
         }
         Command::Ops(cmd) => {
             let cfg: OpsConfig = config::load(path).context("loading configuration")?;

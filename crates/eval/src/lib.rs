@@ -9,13 +9,17 @@
 //! `autotag tag FILE_OR_S3_URI...` on top of it, configured by [`config`] (the worker's own
 //! `[model]`, `[frames]`, `[limits]`, `[s3]` sections).
 //!
-//! **Limits** (what lands later): the runner (`autotag eval --labels FILE.jsonl`), the tag
-//! embeddings for the semantic metric, the labelled GIF set.
+//! [`runner`] is `autotag eval --labels FILE.jsonl`: the labelled set tagged, the metrics
+//! overall and per group.
+//!
+//! **Limits** (what lands later): the tag embeddings for the semantic metric, the labelled GIF
+//! set built from real photos, scoring that keeps every scene.
 //!
 //! **Never imports** a service (it links libtorch through `model`, like the worker).
 
 pub mod config;
 pub mod metrics;
+pub mod runner;
 pub mod tag;
 pub mod tagger;
 

@@ -1,0 +1,74 @@
+//! `autotag eval` on a tiny labelled set of real GIFs with the exported model: the figures
+//! follow by hand from what the model suggests (checked against `autotag tag`'s output:
+//! chelsea → animal, pet, cat; coffee → drink, coffee, espresso; rocket → rocket, missile).
+
+use std::process::Command;
+
+use autotag_test_support::*;
+use serde_json::Value;
+
+#[test]
+fn a_labelled_set_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["chelsea_static.gif", "coffee_static.gif", "rocket_static.gif", "not_a_gif.gif"] {
+        std::fs::copy(testdata(f), dir.path().join(f)).unwrap();
+    }
+    let labels = dir.path().join("labels.jsonl");
+    std::fs::write(
+        &labels,
+        [
+            r#"{"gif":"chelsea_static.gif","tags":["Cat"],"groups":["static"]}"#,
+            r#"{"gif":"coffee_static.gif","tags":["coffee"],"groups":["static"]}"#,
+            r#"{"gif":"rocket_static.gif","scenes":[["rocket"],["missile"]],"groups":["two_scenes"]}"#,
+            r#"{"gif":"not_a_gif.gif","tags":["cat"]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out_json = dir.path().join("out.json");
+    let out = Command::new(autotag_bin())
+        .args(["--config", &repo().join("config/default.toml").display().to_string(), "eval", "--labels"])
+        .arg(&labels)
+        .arg("--json")
+        .arg(&out_json)
+        .env("AUTOTAG__MODEL__DIR", model_dir())
+        .env("AUTOTAG__MODEL__THREADS", "1")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("overall") && table.contains("two_scenes") && table.contains("not_a_gif"), "{table}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    let o = &v["overall"];
+    assert_eq!(o["gifs"], 4);
+    // Suggested: 3 + 3 + 2 + 0 (not a GIF); right: cat, coffee, rocket, missile.
+    assert_eq!(o["precision"], 0.5, "{o}");
+    // True tags: cat, coffee, rocket, missile, cat (the undecodable GIF's): 4 of 5 suggested.
+    assert_eq!(o["recall"], 0.8, "{o}");
+    // Scenes: chelsea, coffee, rocket, missile hit; the undecodable GIF's missed.
+    assert_eq!((o["scenes"].as_u64(), o["scene_recall"].as_f64()), (Some(5), Some(0.8)), "{o}");
+    assert_eq!(o["tags_per_gif"], 2.0);
+    assert_eq!(o["no_suggestion"], 1);
+    assert_eq!(v["errors"]["not_a_gif"], 1);
+    // The two-scene rocket: top-2 of the ranking = rocket, missile = the truth.
+    let two = &v["groups"]["two_scenes"];
+    assert_eq!(
+        (two["iou"].as_f64(), two["jaccard"].as_f64(), two["all_correct"].as_f64()),
+        (Some(1.0), Some(1.0), Some(1.0))
+    );
+    // The cat is third in its GIF's ranking (animal, pet, cat): not in the top 1.
+    assert_eq!(v["groups"]["static"]["per_tag"]["cat"]["recall"], 1.0);
+    for name in [
+        "iou",
+        "jaccard",
+        "at_least_one",
+        "all_correct",
+        "semantic",
+        "precision",
+        "recall",
+        "scene_recall",
+        "tags_per_gif",
+    ] {
+        assert!(o.get(name).is_some(), "{name}");
+    }
+}
