@@ -40,21 +40,6 @@ fn by_hand(existing: &[&str], suggestion: &Value, votes: &[(&str, &str)]) -> Vec
     labels.into_iter().map(|(t, (s, p))| (t, s, p.to_owned())).collect()
 }
 
-fn labels_of(v: &Value) -> Vec<(String, f64, String)> {
-    v["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["tag"].as_str().unwrap().to_owned(),
-                l["score"].as_f64().unwrap(),
-                l["provenance"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_from_the_real_workers_suggestions_and_feedback() {
     let broker = Broker::start(4).await;
@@ -129,7 +114,7 @@ async fn labels_from_the_real_workers_suggestions_and_feedback() {
     loop {
         let records = read_to_end(&broker, "gif-training-labels", 4);
         let got: BTreeMap<String, Vec<(String, f64, String)>> =
-            records.iter().map(|r| (r.key.clone().unwrap(), labels_of(&r.value))).collect();
+            records.iter().map(|r| (r.key.clone().unwrap(), label_triples(&r.value))).collect();
         if got == want {
             for r in &records {
                 schemas.check(r);

@@ -134,6 +134,19 @@ pub struct TagFigures {
     pub recall: f64,
 }
 
+/// The headline figures of a [`Report`] by their JSON names (issue 14 fixes them).
+pub const FIGURES: [&str; 9] = [
+    "iou",
+    "jaccard",
+    "at_least_one",
+    "all_correct",
+    "semantic",
+    "precision",
+    "recall",
+    "scene_recall",
+    "tags_per_gif",
+];
+
 /// The aggregated figures (the names of `autotag eval --json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {

@@ -556,6 +556,20 @@ impl Schemas {
     }
 }
 
+/// The labels of a training-labels record as (tag, score, provenance), in the record's order
+/// (sorted by tag).
+pub fn label_triples(v: &Value) -> Vec<(String, f64, String)> {
+    v["labels"]
+        .as_array()
+        .expect("a training-labels record has labels")
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+            (s("tag"), l["score"].as_f64().unwrap_or(f64::NAN), s("provenance"))
+        })
+        .collect()
+}
+
 pub fn sorted_tags(s: &Value) -> Vec<String> {
     s["tags"]
         .as_array()

@@ -89,17 +89,7 @@ fn the_report_aggregates_by_hand() {
     assert_eq!(r.per_tag["cat"], TagFigures { truth: 2, suggested: 1, correct: 1, precision: 1.0, recall: 0.5 });
     assert_eq!(r.per_tag.keys().next().map(String::as_str), Some("cat"));
     let json = serde_json::to_value(&r).unwrap();
-    for name in [
-        "iou",
-        "jaccard",
-        "at_least_one",
-        "all_correct",
-        "semantic",
-        "precision",
-        "recall",
-        "scene_recall",
-        "tags_per_gif",
-    ] {
+    for name in FIGURES {
         assert!(json.get(name).is_some(), "{name} in the JSON report");
     }
 }

@@ -192,18 +192,7 @@ pub fn feedback(event_id: &str, gif: &str, secs: u32, user: &str, tag: &str, act
 
 /// The labels of a record as (tag, score, provenance), sorted by tag.
 pub fn labels_of(v: &Value) -> Vec<(String, f64, String)> {
-    v["labels"]
-        .as_array()
-        .expect("labels")
-        .iter()
-        .map(|l| {
-            (
-                l["tag"].as_str().unwrap().to_owned(),
-                l["score"].as_f64().unwrap(),
-                l["provenance"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    autotag_test_support::label_triples(v)
 }
 
 /// Every labels record, and the latest per GIF.
