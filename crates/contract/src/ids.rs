@@ -12,6 +12,13 @@ pub fn deterministic_id(name: &str) -> String {
     uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The `event_id` of the backfill event of the object `s3_uri` in the run `run_id`: the same run
+/// enqueues an object under one id however often it is resumed or repeated, so the worker (and
+/// anyone) can drop a repeat; another run gives the object a new id (issue 15).
+pub fn backfill_event_id(run_id: &str, s3_uri: &str) -> String {
+    deterministic_id(&format!("backfill:{run_id}:{s3_uri}"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -20,5 +27,15 @@ mod tests {
         assert_ne!(super::deterministic_id("a"), super::deterministic_id("b"));
         // Pinned: a change here would re-key every published output.
         assert_eq!(super::deterministic_id("suggestion:e1:m:1"), "f72285d3-70f5-592b-a87f-8d35ebeb885c");
+    }
+
+    #[test]
+    fn a_backfill_id_is_one_per_run_and_object() {
+        let id = super::backfill_event_id("run-1", "s3://gifs/a.gif");
+        assert_eq!(id, super::backfill_event_id("run-1", "s3://gifs/a.gif"), "a resumed run, the same id");
+        assert_ne!(id, super::backfill_event_id("run-2", "s3://gifs/a.gif"), "another run, another id");
+        assert_ne!(id, super::backfill_event_id("run-1", "s3://gifs/b.gif"));
+        // Pinned: a change here would enqueue every object of a resumed run twice.
+        assert_eq!(id, super::deterministic_id("backfill:run-1:s3://gifs/a.gif"));
     }
 }

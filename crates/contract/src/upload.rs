@@ -20,6 +20,14 @@ pub struct UploadEvent {
     /// Tags the uploader gave, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_tags: Option<Vec<String>>,
+    /// `backfill` on a replay of the catalogue (topic `gif-backfill`); absent or `live` on a
+    /// live upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::Source>,
+    /// The backfill run that enqueued the event (required with `source: backfill`): with the
+    /// object, what the event's id is derived from ([`crate::ids::backfill_event_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_run_id: Option<String>,
 }
 
 /// An upload event that passed validation, with its parsed parts.

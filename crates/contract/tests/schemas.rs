@@ -141,3 +141,30 @@ fn training_labels_of_the_code_are_valid_and_the_schema_lists_exactly_the_proven
     bad["labels"][0]["score"] = 1.5.into();
     assert!(!v.is_valid(&bad), "a score above 1 is refused");
 }
+
+/// A backfill event of the code is a valid upload event; `source: backfill` without its run id
+/// is not; a live event needs neither field.
+#[test]
+fn backfill_events_of_the_code_are_valid_upload_events() {
+    use autotag_contract::{Source, UploadEvent, ids::backfill_event_id};
+    let v = jsonschema::validator_for(&schema("upload-event.schema.json")).unwrap();
+    let uri = "s3://gifs/catalogue/a.gif";
+    let ev = UploadEvent {
+        schema_version: 1,
+        event_id: backfill_event_id("run-7", uri),
+        gif_id: "a".into(),
+        s3_uri: uri.into(),
+        uploaded_at: now_rfc3339(),
+        existing_tags: Some(vec!["cat".into()]),
+        source: Some(Source::Backfill),
+        backfill_run_id: Some("run-7".into()),
+    };
+    let mut json = serde_json::to_value(&ev).unwrap();
+    assert!(v.is_valid(&json), "{json}");
+    assert_eq!(json["source"], "backfill");
+    json.as_object_mut().unwrap().remove("backfill_run_id");
+    assert!(!v.is_valid(&json), "source backfill needs its run id");
+    let live = UploadEvent { source: None, backfill_run_id: None, ..ev };
+    let json = serde_json::to_value(&live).unwrap();
+    assert!(v.is_valid(&json) && json.get("source").is_none(), "{json}");
+}

@@ -128,6 +128,8 @@ pub async fn upload(
             s3_uri: format!("s3://{bucket}/{key}"),
             uploaded_at: now_rfc3339(),
             existing_tags: None,
+            source: None,
+            backfill_run_id: None,
         };
         let payload = serde_json::to_vec(&ev)?;
         producer
