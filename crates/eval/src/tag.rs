@@ -37,7 +37,7 @@ pub fn tagger(cfg: &EvalConfig) -> anyhow::Result<Tagger> {
 /// The bytes of a local path or an `s3://bucket/key` object; a missing or unreadable input is
 /// a [`TagError`] (its line), not an error of the command.
 pub async fn read_input(input: &str, client: Option<&aws_sdk_s3::Client>, max_bytes: u64) -> Result<Vec<u8>, TagError> {
-    if let Some((bucket, key)) = autotag_contract::parse_s3_uri(input).filter(|_| input.starts_with("s3://")) {
+    if let Some((bucket, key)) = autotag_contract::parse_s3_uri(input) {
         let Some(client) = client else {
             return Err(TagError { reason: "fetch_failed".into(), message: "no S3 client".into() });
         };

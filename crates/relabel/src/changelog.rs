@@ -18,14 +18,15 @@
 //! **Limits**: restore time grows with the changelog's length: compaction (create the topic
 //! compacted) keeps it near one record per GIF; without it, every state change stays.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::Offset;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+
+use crate::eof::{self, ReadError, ReaderContext};
 
 use crate::store::{Commit, Entry, Store, StoreError};
 
@@ -50,12 +51,10 @@ pub fn headers(kind: &'static str) -> OwnedHeaders {
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("reading changelog {topic}[{partition}]: {source}")]
-    Kafka { topic: String, partition: i32, source: KafkaError },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("changelog {topic}[{partition}] offset {offset}: {message}")]
     Record { topic: String, partition: i32, offset: i64, message: String },
-    #[error("changelog {topic}[{partition}]: no record and no end within {timeout:?}")]
-    Timeout { topic: String, partition: i32, timeout: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -73,24 +72,8 @@ pub struct Restored {
 /// Records written to the store per transaction while restoring.
 const RESTORE_CHUNK: usize = 20_000;
 
-/// The restore reader's callbacks: librdkafka reports reaching a partition's end as an error
-/// too, which the restore expects; everything else is logged as usual.
-pub struct ReaderContext;
-
-impl ClientContext for ReaderContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::error!(%error, reason, "changelog reader");
-        }
-    }
-}
-
-impl ConsumerContext for ReaderContext {}
-
 /// Bring `store`'s state of `partitions` up to the end of the changelog `topic`, reading them
-/// together with `reader` (a consumer outside any group, `enable.partition.eof=true`).
+/// together with `reader` ([`eof::reader`]).
 /// `idle_timeout` bounds the wait for the next record or the end.
 ///
 /// # Errors
@@ -103,51 +86,13 @@ pub fn restore(
     idle_timeout: Duration,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
-    let kafka = |partition, source| RestoreError::Kafka { topic: topic.to_owned(), partition, source };
-    let mut tpl = TopicPartitionList::new();
+    let mut starts = Vec::with_capacity(partitions.len());
     for p in partitions {
-        let from = store.changelog_offset(*p as u32)?;
-        tpl.add_partition_offset(topic, *p, Offset::Offset(from as i64)).map_err(|e| kafka(*p, e))?;
+        starts.push((*p, Offset::Offset(store.changelog_offset(*p as u32)? as i64)));
     }
-    if partitions.is_empty() {
-        return Ok(Restored::default());
-    }
-    reader.assign(&tpl).map_err(|e| kafka(partitions[0], e))?;
-    let result = read_to_end(reader, store, topic, partitions, idle_timeout);
-    let _ = reader.unassign();
-    let mut done = result?;
-    done.elapsed = started.elapsed();
-    Ok(done)
-}
-
-fn read_to_end(
-    reader: &BaseConsumer<ReaderContext>,
-    store: &Store,
-    topic: &str,
-    partitions: &[i32],
-    idle_timeout: Duration,
-) -> Result<Restored, RestoreError> {
     let mut done = Restored::default();
     let mut commit = Commit::default();
-    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
-    let mut last_record = Instant::now();
-    while !open.is_empty() {
-        let Some(msg) = reader.poll(Duration::from_millis(100)) else {
-            if last_record.elapsed() > idle_timeout {
-                let partition = *open.iter().next().unwrap_or(&-1);
-                return Err(RestoreError::Timeout { topic: topic.to_owned(), partition, timeout: idle_timeout });
-            }
-            continue;
-        };
-        last_record = Instant::now();
-        let msg = match msg {
-            Ok(m) => m,
-            Err(KafkaError::PartitionEOF(p)) => {
-                open.remove(&p);
-                continue;
-            }
-            Err(e) => return Err(RestoreError::Kafka { topic: topic.to_owned(), partition: -1, source: e }),
-        };
+    eof::read_to_end(reader, topic, &starts, idle_timeout, |msg| {
         let partition = msg.partition();
         let p = partition as u32;
         let bad = |message: String| RestoreError::Record {
@@ -182,8 +127,10 @@ fn read_to_end(
             done.gifs += commit.entries.len() as u64;
             store.commit(&std::mem::take(&mut commit))?;
         }
-    }
+        Ok(())
+    })?;
     done.gifs += commit.entries.len() as u64;
     store.commit(&commit)?;
+    done.elapsed = started.elapsed();
     Ok(done)
 }

@@ -22,20 +22,20 @@
 //! shards of an older snapshot under the same prefix are not deleted (the manifest lists the
 //! current ones).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use autotag_contract::{Label, Provenance, TrainingLabels, now_rfc3339};
-use autotag_infra::kafka::{self, Role};
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+
+use rdkafka::Offset;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::changelog::ReaderContext;
 use crate::config::RelabelConfig;
+use crate::eof::{self, ReaderContext};
 
 /// Tags listed one by one in the manifest's distribution; the rest are summed in `other_tags`.
 pub const MAX_TAGS_LISTED: usize = 1_000;
@@ -133,16 +133,7 @@ pub async fn export(cfg: &RelabelConfig, to: &str, shard_gifs: usize) -> anyhow:
     let (bucket, prefix) = parse_destination(to)?;
     let shard_gifs = shard_gifs.max(1);
     let topic = cfg.relabel.topics.labels.clone();
-    let reader: BaseConsumer<ReaderContext> = kafka::client_config(
-        &cfg.kafka,
-        Role::Consumer,
-        &[
-            ("group.id", &format!("{}-export", cfg.relabel.group_id)),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
-        ],
-    )
-    .create_with_context(ReaderContext)?;
+    let reader = eof::reader(&cfg.kafka, &format!("{}-export", cfg.relabel.group_id))?;
     let md = reader.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
     let partitions = md
         .topics()
@@ -219,43 +210,22 @@ fn read_partition(
     topic: &str,
     p: i32,
 ) -> anyhow::Result<(BTreeMap<String, TrainingLabels>, i64, u64)> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    reader.assign(&tpl)?;
     let mut latest = BTreeMap::new();
     let mut end = 0;
     let mut unreadable = 0;
-    let mut last = Instant::now();
-    let mut ended: BTreeSet<i32> = BTreeSet::new();
-    while ended.is_empty() {
-        let Some(msg) = reader.poll(Duration::from_millis(200)) else {
-            if last.elapsed() > Duration::from_secs(60) {
-                bail!("{topic}[{p}]: no record and no end within 60 s");
+    eof::read_to_end(reader, topic, &[(p, Offset::Beginning)], Duration::from_secs(60), |m| {
+        end = m.offset() + 1;
+        match serde_json::from_slice::<TrainingLabels>(m.payload().unwrap_or_default()) {
+            Ok(r) => {
+                latest.insert(r.gif_id.clone(), r);
             }
-            continue;
-        };
-        last = Instant::now();
-        match msg {
-            Ok(m) => {
-                end = m.offset() + 1;
-                match serde_json::from_slice::<TrainingLabels>(m.payload().unwrap_or_default()) {
-                    Ok(r) => {
-                        latest.insert(r.gif_id.clone(), r);
-                    }
-                    Err(e) => {
-                        unreadable += 1;
-                        tracing::warn!(partition = p, offset = m.offset(), error = %e, "not a training-labels record; skipped");
-                    }
-                }
+            Err(e) => {
+                unreadable += 1;
+                tracing::warn!(partition = p, offset = m.offset(), error = %e, "not a training-labels record; skipped");
             }
-            Err(KafkaError::PartitionEOF(q)) if q == p => {
-                ended.insert(q);
-            }
-            Err(KafkaError::PartitionEOF(_)) => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {topic}[{p}]")),
         }
-    }
-    reader.unassign()?;
+        anyhow::Ok(())
+    })?;
     Ok((latest, end, unreadable))
 }
 

@@ -47,6 +47,7 @@ use tracing::{error, info, warn};
 
 use crate::changelog::{self, OffsetsRecord};
 use crate::config::RelabelConfig;
+use crate::eof;
 use crate::input::{self, Fact, InputError};
 use crate::metrics as m;
 use crate::partitioner;
@@ -101,7 +102,7 @@ pub struct Job {
     store: Store,
     producer: FutureProducer,
     /// Reads the changelog on assignment (no group).
-    reader: BaseConsumer<changelog::ReaderContext>,
+    reader: BaseConsumer<eof::ReaderContext>,
     /// The inputs' partition count (checked equal at start).
     partitions: i32,
     /// Partitions this instance owns now.
@@ -120,19 +121,7 @@ impl Job {
     pub fn new(cfg: RelabelConfig, partitions: i32) -> Result<Self, JobError> {
         let store = Store::open(&cfg.relabel.state_dir, cfg.relabel.store_cache_mib * 1024 * 1024)?;
         let producer = kafka::create_producer(&cfg.kafka)?;
-        let reader = kafka::client_config(
-            &cfg.kafka,
-            Role::Consumer,
-            &[
-                ("group.id", &format!("{}-restore", cfg.relabel.group_id)),
-                ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "true"),
-                ("auto.offset.reset", "earliest"),
-                // Bounds the restore's prefetch (librdkafka's default is 64 MiB a partition).
-                ("queued.max.messages.kbytes", "16384"),
-            ],
-        )
-        .create_with_context(changelog::ReaderContext)?;
+        let reader = eof::reader(&cfg.kafka, &format!("{}-restore", cfg.relabel.group_id))?;
         Ok(Self {
             thresholds: cfg.relabel.thresholds(),
             cfg,
@@ -157,22 +146,19 @@ impl Job {
             return Ok(());
         }
         let topic = msg.topic();
-        let t = &self.cfg.relabel.topics;
         let payload = msg.payload().unwrap_or_default();
-        let parsed = if topic == t.uploads || topic == t.backfill {
-            input::upload(payload)
-        } else if topic == t.suggestions {
-            input::suggestion(payload)
-        } else if topic == t.feedback {
-            input::feedback(payload)
-        } else {
-            Err(InputError::Json { kind: "input", message: format!("record of unexpected topic {topic}") })
+        let (stream, parsed) = match stream_of(&self.cfg, topic) {
+            Some(stream @ ("uploads" | "backfill")) => (stream, input::upload(payload)),
+            Some(stream @ "suggestions") => (stream, input::suggestion(payload)),
+            Some(stream) => (stream, input::feedback(payload)),
+            None => (
+                "other",
+                Err(InputError::Json { kind: "input", message: format!("record of unexpected topic {topic}") }),
+            ),
         };
         self.offsets.insert((topic.to_owned(), p as u32), msg.offset() as u64 + 1);
-        let stream = stream_of(&self.cfg, topic);
-        match parsed {
-            Ok(fact) if partitioner::partition_of(fact.gif_id.as_bytes(), self.partitions) != p => {
-                let expected = partitioner::partition_of(fact.gif_id.as_bytes(), self.partitions);
+        match parsed.map(|fact| (partitioner::partition_of(fact.gif_id.as_bytes(), self.partitions), fact)) {
+            Ok((expected, fact)) if expected != p => {
                 metrics::counter!(m::SKIPPED, "reason" => "misplaced").increment(1);
                 warn!(
                     topic, partition = p, offset = msg.offset(), gif_id = %fact.gif_id, expected,
@@ -180,7 +166,7 @@ impl Job {
                     "input skipped: its gif_id belongs in another partition (producer not keyed by gif_id with murmur2?)"
                 );
             }
-            Ok(fact) => self.fold(p as u32, fact, stream)?,
+            Ok((_, fact)) => self.fold(p as u32, fact, stream)?,
             Err(e) => {
                 metrics::counter!(m::SKIPPED, "reason" => e.reason()).increment(1);
                 warn!(topic, partition = p, offset = msg.offset(), reason = e.reason(), error = %e, "input skipped");
@@ -330,18 +316,12 @@ impl Job {
     }
 }
 
-/// Which stream a topic is, for metrics.
-fn stream_of(cfg: &RelabelConfig, topic: &str) -> &'static str {
+/// Which input stream a topic is (its metrics label), if any.
+fn stream_of(cfg: &RelabelConfig, topic: &str) -> Option<&'static str> {
     let t = &cfg.relabel.topics;
-    if topic == t.uploads {
-        "uploads"
-    } else if topic == t.backfill {
-        "backfill"
-    } else if topic == t.suggestions {
-        "suggestions"
-    } else {
-        "feedback"
-    }
+    [(&t.uploads, "uploads"), (&t.backfill, "backfill"), (&t.suggestions, "suggestions"), (&t.feedback, "feedback")]
+        .into_iter()
+        .find_map(|(name, stream)| (name == topic).then_some(stream))
 }
 
 /// Enqueue `record`, waiting while librdkafka's queue is full.

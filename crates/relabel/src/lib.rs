@@ -25,6 +25,7 @@
 
 pub mod changelog;
 pub mod config;
+pub mod eof;
 pub mod export;
 pub mod input;
 pub mod job;
