@@ -26,9 +26,12 @@ own_target_dir() {
   local mark="$CARGO_TARGET_DIR/.autotag-checkout"
   if [ -d "$CARGO_TARGET_DIR/release" ] && [ "$(cat "$mark" 2>/dev/null)" != "$ROOT" ]; then
     echo "[env] $CARGO_TARGET_DIR was last built from $(cat "$mark" 2>/dev/null || echo 'an unknown checkout'): rebuilding this checkout's crates" >&2
-    (cd "$ROOT" && cargo clean --release -q -p autotag -p autotag-contract -p gifcodec -p autotag-infra \
-      -p autotag-model -p autotag-worker -p autotag-ops -p autotag-feedback -p autotag-relabel \
-      -p autotag-eval -p autotag-bench -p autotag-test-support)
+    local pkgs
+    # Every package of the workspace, so that a new crate cannot be forgotten here.
+    pkgs=$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 |
+      python3 -c 'import json, sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && cargo clean --release -q $pkgs)
   fi
   mkdir -p "$CARGO_TARGET_DIR" && echo "$ROOT" > "$mark"
 }
