@@ -65,6 +65,9 @@ enum Command {
         /// Cosine distance under which a GIF counts as semantically right.
         #[arg(long, default_value_t = 0.3)]
         semantic_threshold: f64,
+        /// Also write every GIF's per-frame scores as JSON lines (for tools/calibrate_scoring.py).
+        #[arg(long)]
+        dump_frames: Option<std::path::PathBuf>,
     },
     #[command(flatten)]
     Ops(OpsCommand),
@@ -105,10 +108,11 @@ fn main() -> anyhow::Result<()> {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
             rt.block_on(autotag_eval::tag::run(&cfg, &inputs, json)).map(|_| ())
         }
-        Command::Eval { labels, json, semantic_threshold } => {
+        Command::Eval { labels, json, semantic_threshold, dump_frames } => {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
+            let opts = autotag_eval::runner::RunOptions { semantic_threshold, dump_frames };
             rt.block_on(async {
-                let out = autotag_eval::runner::run(&cfg, &labels, semantic_threshold).await?;
+                let out = autotag_eval::runner::run(&cfg, &labels, &opts).await?;
                 print!("{}", autotag_eval::runner::table(&out));
                 match json {
                     Some(path) => autotag_eval::runner::write_json(&out, &path),

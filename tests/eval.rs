@@ -31,6 +31,8 @@ fn a_labelled_set_by_hand() {
         .arg(&labels)
         .arg("--json")
         .arg(&out_json)
+        .arg("--dump-frames")
+        .arg(dir.path().join("frames.jsonl"))
         .env("AUTOTAG__MODEL__DIR", model_dir())
         .env("AUTOTAG__MODEL__THREADS", "1")
         .output()
@@ -58,6 +60,18 @@ fn a_labelled_set_by_hand() {
     );
     // The cat is third in its GIF's ranking (animal, pet, cat): not in the top 1.
     assert_eq!(v["groups"]["static"]["per_tag"]["cat"]["recall"], 1.0);
+    // The per-frame dump (calibration input): one line per GIF, the vocabulary on the first.
+    let dump = std::fs::read_to_string(dir.path().join("frames.jsonl")).unwrap();
+    let lines: Vec<Value> = dump.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    let vocab = lines[0]["vocab"].as_array().expect("vocab on the first line").len();
+    assert!(lines[1].get("vocab").is_none());
+    let frames = lines[0]["frames"].as_array().unwrap();
+    assert!(!frames.is_empty());
+    assert_eq!(frames[0]["scores"].as_array().unwrap().len(), vocab);
+    assert!(frames[0]["luma_std"].as_f64().unwrap() > 10.0, "a photo has content");
+    assert_eq!(lines[3]["frames"].as_array().unwrap().len(), 0, "the undecodable GIF has no frames");
+    assert_eq!(lines[2]["scenes"].as_array().unwrap().len(), 2);
     for name in autotag_eval::metrics::FIGURES {
         assert!(o.get(name).is_some(), "{name}");
     }

@@ -89,11 +89,30 @@ fn normalized(tags: &[String]) -> Vec<String> {
     out
 }
 
-/// Run the evaluation of `labels` (module docs); `semantic_threshold` for `semantic.share_under`.
+/// How to run an evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Cosine distance under which a GIF counts as semantically right (`semantic.share_under`).
+    pub semantic_threshold: f64,
+    /// Also write every GIF's per-frame scores here (JSON lines `{"gif","truth","scenes",
+    /// "groups","vocab"?,"frames":[{"luma_std","scores"}]}`, `vocab` on the first line only):
+    /// the input of `tools/calibrate_scoring.py`.
+    pub dump_frames: Option<PathBuf>,
+}
+
+/// Run the evaluation of `labels` (module docs).
 ///
 /// # Errors
-/// The labels file, the model.
-pub async fn run(cfg: &EvalConfig, labels: &Path, semantic_threshold: f64) -> anyhow::Result<EvalOutput> {
+/// The labels file, the model, the dump file.
+pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::Result<EvalOutput> {
+    use std::io::Write as _;
+    let semantic_threshold = opts.semantic_threshold;
+    let mut dump = match &opts.dump_frames {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
     let lines = read_labels(labels)?;
     let base: PathBuf = labels.parent().map(Path::to_path_buf).unwrap_or_default();
     let tagger = tagger(cfg)?;
@@ -117,6 +136,15 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, semantic_threshold: f64) -> an
             Ok(bytes) => tagger.tag(&bytes),
             Err(e) => Err(e),
         };
+        if let Some(w) = dump.as_mut() {
+            let frames = tagged.as_ref().map(|t| t.frames.as_slice()).unwrap_or_default();
+            let mut line = serde_json::json!({"gif": l.gif, "truth": truth, "scenes": scenes, "groups": l.groups, "frames": frames});
+            if results.is_empty() {
+                line["vocab"] = serde_json::json!(tagger.info.tags);
+            }
+            serde_json::to_writer(&mut *w, &line)?;
+            w.write_all(b"\n")?;
+        }
         let (ranked, suggested) = match tagged {
             Ok(t) => {
                 let mut order: Vec<usize> = (0..t.scores.len().min(tagger.info.tags.len())).collect();
@@ -131,6 +159,9 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, semantic_threshold: f64) -> an
             }
         };
         results.push((GifResult { truth, scenes, ranked, suggested, semantic: None }, l.groups.clone()));
+    }
+    if let Some(mut w) = dump {
+        w.flush()?;
     }
     let all: Vec<GifResult> = results.iter().map(|(g, _)| g.clone()).collect();
     let mut by_group: BTreeMap<String, Vec<GifResult>> = BTreeMap::new();

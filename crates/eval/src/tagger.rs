@@ -4,7 +4,7 @@
 //! threshold ([`top_tags`]). The worker runs the same functions, batching frames across GIFs.
 
 use autotag_contract::TagScore;
-use autotag_model::scoring::{Accumulator, top_tags};
+use autotag_model::scoring::{Accumulator, luma_std, top_tags};
 use autotag_model::{Backend, ModelInfo};
 use gifcodec::{DecodeLimits, SampleSpec, decode_and_sample};
 
@@ -17,6 +17,16 @@ pub struct Tagged {
     /// order: `eval` ranks the whole vocabulary by it.
     pub scores: Vec<f32>,
     pub frames_sampled: usize,
+    /// Each sampled frame's scores (vocabulary order) and its [`luma_std`]: what calibration of
+    /// the scoring reads (`autotag eval --dump-frames`).
+    pub frames: Vec<FrameScores>,
+}
+
+/// One sampled frame, as the model saw it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrameScores {
+    pub luma_std: f32,
+    pub scores: Vec<f32>,
 }
 
 /// Why a GIF got no tags: the dead-letter reason the worker would give, and a message.
@@ -54,11 +64,14 @@ impl Tagger {
             .map_err(|e| TagError { reason: e.reason().as_str().to_owned(), message: e.to_string() })?;
         let n = self.backend.num_tags();
         let mut acc = Accumulator::new(n, frames.count);
-        for frame in out.chunks(n) {
+        let side = self.info.side as usize;
+        let mut per_frame = Vec::with_capacity(frames.count);
+        for (frame, rgb) in out.chunks(n).zip(frames.rgb.chunks(side * side * 3)) {
             acc.add_frame(frame);
+            per_frame.push(FrameScores { luma_std: luma_std(rgb), scores: frame.to_vec() });
         }
         let scores = acc.means();
         let tags = top_tags(&scores, &self.info.tags, self.top_k, self.threshold);
-        Ok(Tagged { tags, scores, frames_sampled: frames.count })
+        Ok(Tagged { tags, scores, frames_sampled: frames.count, frames: per_frame })
     }
 }

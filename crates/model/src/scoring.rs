@@ -74,6 +74,24 @@ pub fn existing_tag_scores(scores: &[f32], vocab: &[String], existing: Option<&[
     Some(out)
 }
 
+/// The standard deviation of a frame's luma (ITU-R BT.601 weights), in 0–255 units: how much a
+/// frame shows. A uniform frame (all black, white, grey; a fade's darkest step; a 1×1 GIF scaled
+/// up) is 0. `rgb` is packed RGB (`len` a multiple of 3); an empty frame is 0.
+pub fn luma_std(rgb: &[u8]) -> f32 {
+    let n = rgb.len() / 3;
+    if n == 0 {
+        return 0.0;
+    }
+    let (mut sum, mut sq) = (0f64, 0f64);
+    for px in rgb.chunks_exact(3) {
+        let y = 0.299 * f64::from(px[0]) + 0.587 * f64::from(px[1]) + 0.114 * f64::from(px[2]);
+        sum += y;
+        sq += y * y;
+    }
+    let mean = sum / n as f64;
+    ((sq / n as f64 - mean * mean).max(0.0)).sqrt() as f32
+}
+
 /// A score as published: clamped to `[0, 1]` (guards against fp drift past 1) and rounded to
 /// 4 decimals for readable output.
 fn rounded(score: f32) -> f32 {
@@ -119,6 +137,16 @@ mod tests {
         assert_eq!(existing_tag_scores(&scores, &vocab(), None), None);
         assert_eq!(existing_tag_scores(&scores, &vocab(), Some(&[])), None);
         assert_eq!(existing_tag_scores(&scores, &vocab(), Some(&["unicorn".to_owned()])), Some(vec![]));
+    }
+
+    #[test]
+    fn luma_std_of_uniform_and_two_tone_frames() {
+        assert_eq!(luma_std(&[]), 0.0);
+        assert_eq!(luma_std(&[7, 7, 7].repeat(100)), 0.0);
+        // Half black, half white: luma 0 and 255 (weights sum to 1), std 127.5.
+        let mut two = [0u8, 0, 0].repeat(50);
+        two.extend([255u8, 255, 255].repeat(50));
+        assert!((luma_std(&two) - 127.5).abs() < 1e-3, "{}", luma_std(&two));
     }
 
     #[test]
