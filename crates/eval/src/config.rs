@@ -1,6 +1,6 @@
 //! The configuration of `autotag tag` and `autotag eval`: the sections that decide how a GIF
 //! is tagged, read exactly as the worker reads them, so a GIF is tagged here as in production:
-//! `[model]` (the model, device, precision, `top_k`, `threshold`), `[frames]` (frames per GIF),
+//! `[model]` (the model, device, precision; the scoring is the model's data), `[frames]` (frames per GIF),
 //! `[limits]` (the decoder's limits) and `[s3]` (for `s3://` inputs; credentials, region and
 //! endpoint from the standard AWS environment). No section of its own yet.
 
@@ -26,9 +26,6 @@ impl ServiceConfig for EvalConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.frames.per_gif == 0 {
             return Err(ConfigError::Invalid("frames.per_gif must be >= 1".into()));
-        }
-        if !(0.0..=1.0).contains(&self.model.threshold) {
-            return Err(ConfigError::Invalid("model.threshold must be within [0, 1]".into()));
         }
         self.s3.validate().map_err(ConfigError::Invalid)
     }

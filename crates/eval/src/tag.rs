@@ -24,14 +24,7 @@ use crate::tagger::{TagError, Tagged, Tagger};
 /// The model cannot be loaded (missing files, checksum, device).
 pub fn tagger(cfg: &EvalConfig) -> anyhow::Result<Tagger> {
     let (backend, info) = autotag_model::load_torch(&cfg.model).context("loading the model")?;
-    Ok(Tagger {
-        backend,
-        info,
-        frames_per_gif: cfg.frames.per_gif,
-        limits: cfg.limits.clone(),
-        top_k: cfg.model.top_k,
-        threshold: cfg.model.threshold,
-    })
+    Ok(Tagger { backend, info, frames_per_gif: cfg.frames.per_gif, limits: cfg.limits.clone() })
 }
 
 /// The bytes of a local path or an `s3://bucket/key` object; a missing or unreadable input is

@@ -1,10 +1,11 @@
 //! One GIF's tags, as the worker computes them, without Kafka: the codec's decode and sampling
 //! ([`gifcodec::decode_and_sample`]), one forward pass of the sampled frames through the
-//! [`Backend`], the per-tag mean over frames ([`Accumulator`]) and the top-k above the
-//! threshold ([`top_tags`]). The worker runs the same functions, batching frames across GIFs.
+//! [`Backend`], and the model's scoring data ([`autotag_model::scoring`]: content-free frames
+//! dropped, scenes pooled, per-tag thresholds). The worker runs the same functions, batching
+//! frames across GIFs.
 
 use autotag_contract::TagScore;
-use autotag_model::scoring::{Accumulator, luma_std, top_tags};
+use autotag_model::scoring::{Accumulator, luma_std};
 use autotag_model::{Backend, ModelInfo};
 use gifcodec::{DecodeLimits, SampleSpec, decode_and_sample};
 
@@ -13,8 +14,8 @@ use gifcodec::{DecodeLimits, SampleSpec, decode_and_sample};
 pub struct Tagged {
     /// The suggestions, best first (what the worker would publish).
     pub tags: Vec<TagScore>,
-    /// The GIF's score of every vocabulary tag (mean over the sampled frames), in vocabulary
-    /// order: `eval` ranks the whole vocabulary by it.
+    /// The GIF's score of every vocabulary tag (its best scene's mean), in vocabulary order:
+    /// `eval` ranks the whole vocabulary by it.
     pub scores: Vec<f32>,
     pub frames_sampled: usize,
     /// Each sampled frame's scores (vocabulary order) and its [`luma_std`]: what calibration of
@@ -43,8 +44,6 @@ pub struct Tagger {
     pub info: ModelInfo,
     pub frames_per_gif: usize,
     pub limits: DecodeLimits,
-    pub top_k: usize,
-    pub threshold: f32,
 }
 
 impl Tagger {
@@ -66,12 +65,12 @@ impl Tagger {
         let mut acc = Accumulator::new(n, frames.count);
         let side = self.info.side as usize;
         let mut per_frame = Vec::with_capacity(frames.count);
-        for (frame, rgb) in out.chunks(n).zip(frames.rgb.chunks(side * side * 3)) {
-            acc.add_frame(frame);
-            per_frame.push(FrameScores { luma_std: luma_std(rgb), scores: frame.to_vec() });
+        for (i, (frame, rgb)) in out.chunks(n).zip(frames.rgb.chunks(side * side * 3)).enumerate() {
+            let luma = luma_std(rgb);
+            acc.set_frame(i, frame, luma);
+            per_frame.push(FrameScores { luma_std: luma, scores: frame.to_vec() });
         }
-        let scores = acc.means();
-        let tags = top_tags(&scores, &self.info.tags, self.top_k, self.threshold);
-        Ok(Tagged { tags, scores, frames_sampled: frames.count, frames: per_frame })
+        let scored = self.info.scoring.apply(&acc, &self.info.tags);
+        Ok(Tagged { tags: scored.tags, scores: scored.scores, frames_sampled: frames.count, frames: per_frame })
     }
 }

@@ -30,10 +30,6 @@ pub struct ModelConfig {
     /// than one multi-threaded forward, which stalls whenever another thread
     /// (decode, I/O) takes a core.
     pub instances: usize,
-    /// At most this many tags per suggestion.
-    pub top_k: usize,
-    /// Tags scoring below this are not suggested.
-    pub threshold: f32,
     /// Verify the sha256 of `model.pt` against `model.json` at load.
     pub verify_sha256: bool,
     /// When the model runs on CPU, keep freed memory for reuse (glibc only;
@@ -55,8 +51,6 @@ impl Default for ModelConfig {
             precision: PrecisionChoice::Auto,
             threads: 1,
             instances: 2,
-            top_k: 5,
-            threshold: 0.2,
             verify_sha256: true,
             reuse_freed_memory: true,
         }

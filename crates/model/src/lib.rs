@@ -3,7 +3,7 @@
 //! **Owns** the model directory's manifest and its sha256 check ([`manifest`]), the device and
 //! precision policy ([`device`]), allocator tuning for a CPU model ([`allocator`]), the
 //! [`Backend`] trait and its TorchScript implementation ([`torch`]), warm-up and batch buckets
-//! ([`warmup`]) and the aggregation of frame scores into a GIF's tags ([`scoring`]).
+//! ([`warmup`]) and the scoring data that turns frame scores into a GIF's tags ([`scoring`]).
 //!
 //! **Promises**: a loaded model was checked against its manifest (shape, vocabulary, sha256);
 //! every batch shape a caller will run can be warmed up before it reports ready.
@@ -37,6 +37,9 @@ pub struct ModelInfo {
     pub side: u32,
     /// The vocabulary: score `i` of a frame belongs to `tags[i]`.
     pub tags: Vec<String>,
+    /// How frame scores become suggestions: the model directory's scoring data, checked
+    /// against `tags` ([`scoring`]).
+    pub scoring: std::sync::Arc<scoring::ScoringRules>,
     /// For logs: `cpu (1 threads) bf16`, `Cuda(0) fp16`, ….
     pub device: String,
     /// "fp32", "fp16" or "bf16": what the weights are after loading

@@ -1,57 +1,235 @@
 //! From per-frame tag scores to a GIF's suggestions.
 //!
-//! The model outputs one score per tag per frame (a multilabel head, as in
-//! GIPHY's tagger; the default model sums ImageNet class probabilities per
-//! tag inside the TorchScript module). A GIF's score for a tag is the mean
-//! over its sampled frames: a tag must be visible through the animation, not
-//! in one frame, to be suggested with high confidence.
+//! The model outputs one score per tag per frame (a multilabel head, as in GIPHY's tagger; the
+//! default model sums ImageNet class probabilities per tag inside the TorchScript module). How
+//! those become a GIF's tags is [`Scoring`]: data next to the model (`scoring.json`, its sha256
+//! in `model.json` and covered by the model version), calibrated by `tools/calibrate_scoring.py`
+//! on the calibration part of the labelled GIF set (`docs/quality.md`), not code constants.
+//!
+//! The rule, in order ([`ScoringRules::apply`]):
+//! 1. A frame whose luma standard deviation is under `blank_luma_std` is content-free (black,
+//!    white or grey, a fade's darkest step, a 1×1 GIF scaled up): it contributes nothing. A GIF
+//!    of only such frames gets no tags.
+//! 2. The remaining frames, in display order, are cut into scenes: a frame starts a new scene
+//!    when the cosine similarity of its scores to the previous frame's is under
+//!    `scene_similarity`. A scene's score of a tag is the mean over its frames.
+//! 3. Each scene offers its `per_scene_top_k` best tags that reach their threshold
+//!    (`tag_thresholds`, else `threshold`); a GIF's score of a tag is its best scene's. The
+//!    `max_tags` best offers are suggested.
+//!
+//! A mean over all frames would let a scene vanish: a tag at 0.9 in one of three scenes
+//! averages to 0.3 (issue 14 measured scene recall falling from 0.975 for one scene to 0.82 for
+//! three); per-scene pooling keeps it at 0.9, while the mean within a scene still smooths one
+//! frame's noise, which max-pooling over frames would not.
+
+use std::collections::BTreeMap;
 
 use autotag_contract::{TagScore, normalize_tag};
+use serde::{Deserialize, Serialize};
 
-/// Running sum of one GIF's frame scores. Frames of one GIF may arrive in
-/// several batches.
+/// How frame scores become a GIF's suggestions (module docs): the content of `scoring.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scoring {
+    /// Frames with a luma standard deviation ([`luma_std`], 0–255 units) under this contribute
+    /// nothing. 0 keeps every frame.
+    pub blank_luma_std: f32,
+    /// Consecutive frames whose score vectors have a cosine similarity of at least this are one
+    /// scene. -1 makes the whole GIF one scene (the mean over frames); above 1 every frame is its
+    /// own scene (max-pooling).
+    pub scene_similarity: f32,
+    /// Tags each scene may offer, its best first.
+    pub per_scene_top_k: usize,
+    /// At most this many tags per suggestion.
+    pub max_tags: usize,
+    /// A scene's tag is offered when its score is at least this (in `[0, 1]`)…
+    pub threshold: f32,
+    /// …or at least this tag's own threshold (tags of the model's vocabulary).
+    #[serde(default)]
+    pub tag_thresholds: BTreeMap<String, f32>,
+}
+
+impl Default for Scoring {
+    /// The scoring of a model directory without `scoring.json` (exports before issue 14): the
+    /// mean over all frames, the top 5 tags scoring at least 0.2.
+    fn default() -> Self {
+        Self {
+            blank_luma_std: 0.0,
+            scene_similarity: -1.0,
+            per_scene_top_k: 5,
+            max_tags: 5,
+            threshold: 0.2,
+            tag_thresholds: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a `scoring.json` is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScoringError(pub String);
+
+/// A [`Scoring`] checked against a vocabulary: the thresholds resolved per tag index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringRules {
+    pub scoring: Scoring,
+    thresholds: Vec<f32>,
+}
+
+impl ScoringRules {
+    /// Check `scoring` and resolve its per-tag thresholds against `vocab` (canonical tags).
+    ///
+    /// # Errors
+    /// A value out of range, or a per-tag threshold for a tag that is not in `vocab` (a typo in
+    /// the data would otherwise silently do nothing).
+    pub fn new(scoring: Scoring, vocab: &[String]) -> Result<Self, ScoringError> {
+        let bad = |m: String| Err(ScoringError(m));
+        if !(0.0..=255.0).contains(&scoring.blank_luma_std) {
+            return bad(format!("blank_luma_std {} is not within [0, 255]", scoring.blank_luma_std));
+        }
+        if !scoring.scene_similarity.is_finite() {
+            return bad("scene_similarity must be a number".into());
+        }
+        if scoring.per_scene_top_k == 0 || scoring.max_tags == 0 {
+            return bad("per_scene_top_k and max_tags must be at least 1".into());
+        }
+        let mut thresholds = vec![scoring.threshold; vocab.len()];
+        if !(0.0..=1.0).contains(&scoring.threshold) {
+            return bad(format!("threshold {} is not within [0, 1]", scoring.threshold));
+        }
+        if let Some((tag, t)) = scoring.tag_thresholds.iter().find(|(_, t)| !(0.0..=1.0).contains(*t)) {
+            return bad(format!("the threshold of {tag:?} is {t}, not within [0, 1]"));
+        }
+        for (tag, &t) in &scoring.tag_thresholds {
+            let canon = normalize_tag(tag);
+            match vocab.iter().position(|v| *v == canon) {
+                Some(i) => thresholds[i] = t,
+                None => return bad(format!("tag_thresholds names {tag:?}, which is not in the vocabulary")),
+            }
+        }
+        Ok(Self { scoring, thresholds })
+    }
+
+    /// The GIF's score of every tag and its suggestions (module docs), from a complete
+    /// accumulator. `vocab[i]` names score `i`.
+    pub fn apply(&self, acc: &Accumulator, vocab: &[String]) -> Scored {
+        let s = &self.scoring;
+        let n = acc.num_tags;
+        let content: Vec<&[f32]> = acc
+            .frames
+            .iter()
+            .filter_map(|f| f.as_ref())
+            .filter(|f| f.luma_std >= s.blank_luma_std && f.scores.len() == n)
+            .map(|f| f.scores.as_slice())
+            .collect();
+        let mut scores = vec![0f32; n];
+        let mut offers: BTreeMap<usize, f32> = BTreeMap::new();
+        let mut scenes = 0;
+        let mut i = 0;
+        while i < content.len() {
+            let mut j = i + 1;
+            while j < content.len() && cosine(content[j - 1], content[j]) >= s.scene_similarity {
+                j += 1;
+            }
+            scenes += 1;
+            let len = (j - i) as f32;
+            let mean: Vec<f32> =
+                (0..n).map(|t| content[i..j].iter().map(|f| finite(f[t])).sum::<f32>() / len).collect();
+            for (g, m) in scores.iter_mut().zip(&mean) {
+                *g = g.max(*m);
+            }
+            for t in ranked(&mean).into_iter().take(s.per_scene_top_k) {
+                if mean[t] >= self.thresholds.get(t).copied().unwrap_or(s.threshold) {
+                    let o = offers.entry(t).or_insert(0.0);
+                    *o = o.max(mean[t]);
+                }
+            }
+            i = j;
+        }
+        let mut best: Vec<(usize, f32)> = offers.into_iter().filter(|&(t, _)| t < vocab.len()).collect();
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        best.truncate(s.max_tags);
+        let tags = best.into_iter().map(|(t, v)| TagScore { tag: vocab[t].clone(), score: rounded(v) }).collect();
+        Scored { tags, scores, scenes, content_frames: content.len() }
+    }
+}
+
+/// What [`ScoringRules::apply`] makes of a GIF.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The suggestions, best first.
+    pub tags: Vec<TagScore>,
+    /// The GIF's score of every tag (its best scene's mean), vocabulary order; all 0 for a GIF
+    /// without content frames.
+    pub scores: Vec<f32>,
+    /// Scenes found among the content frames.
+    pub scenes: usize,
+    /// Frames that were not content-free.
+    pub content_frames: usize,
+}
+
+/// One sampled frame's scores and how much it shows.
+#[derive(Debug, Clone)]
+struct FrameEntry {
+    scores: Vec<f32>,
+    luma_std: f32,
+}
+
+/// One GIF's frame scores, in display order. Frames of one GIF may arrive in several batches,
+/// finished out of order by different model instances: each is set at its index.
 #[derive(Debug, Clone)]
 pub struct Accumulator {
-    sums: Vec<f32>,
+    num_tags: usize,
+    frames: Vec<Option<FrameEntry>>,
     seen: usize,
-    expected: usize,
 }
 
 impl Accumulator {
     pub fn new(num_tags: usize, expected_frames: usize) -> Self {
-        Self { sums: vec![0.0; num_tags], seen: 0, expected: expected_frames }
+        Self { num_tags, frames: vec![None; expected_frames], seen: 0 }
     }
 
-    /// Add one frame's scores (`num_tags` values).
-    pub fn add_frame(&mut self, scores: &[f32]) {
-        for (s, v) in self.sums.iter_mut().zip(scores) {
-            *s += if v.is_finite() { *v } else { 0.0 };
+    /// Set frame `index` (0-based in the GIF's sampled frames): its `num_tags` scores (empty
+    /// when the forward failed) and its [`luma_std`]. An index out of range or set twice is
+    /// ignored.
+    pub fn set_frame(&mut self, index: usize, scores: &[f32], luma_std: f32) {
+        if let Some(slot @ None) = self.frames.get_mut(index) {
+            *slot = Some(FrameEntry { scores: scores.to_vec(), luma_std });
+            self.seen += 1;
         }
-        self.seen += 1;
     }
 
     pub fn is_complete(&self) -> bool {
-        self.seen >= self.expected
+        self.seen >= self.frames.len()
     }
 
+    /// Frames set so far.
     pub fn frames(&self) -> usize {
         self.seen
     }
-
-    /// Mean score per tag.
-    pub fn means(&self) -> Vec<f32> {
-        let n = self.seen.max(1) as f32;
-        self.sums.iter().map(|s| s / n).collect()
-    }
 }
 
-/// The `top_k` tags scoring at least `threshold`, best first. Ties break by
-/// tag index so the output is deterministic.
-pub fn top_tags(scores: &[f32], vocab: &[String], top_k: usize, threshold: f32) -> Vec<TagScore> {
-    let mut idx: Vec<usize> = (0..scores.len().min(vocab.len())).filter(|&i| scores[i] >= threshold).collect();
+fn finite(v: f32) -> f32 {
+    if v.is_finite() { v } else { 0.0 }
+}
+
+/// Cosine similarity of two score vectors; 1 when either is all zero (nothing tells them apart).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (finite(*x), finite(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 { 1.0 } else { ab / (aa.sqrt() * bb.sqrt()) }
+}
+
+/// Tag indices by score, best first; ties by index (deterministic output).
+fn ranked(scores: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    idx.truncate(top_k);
-    idx.into_iter().map(|i| TagScore { tag: vocab[i].clone(), score: rounded(scores[i]) }).collect()
+    idx
 }
 
 /// The GIF's score for each of the uploader's `existing` tags that is in `vocab` (the uploader's
@@ -106,25 +284,107 @@ mod tests {
         ["cat", "coffee", "dog", "rocket"].iter().map(|s| s.to_string()).collect()
     }
 
+    fn acc(frames: &[(&[f32], f32)]) -> Accumulator {
+        let mut a = Accumulator::new(4, frames.len());
+        // Out of order, as model instances may finish them.
+        for (i, (s, l)) in frames.iter().enumerate().rev() {
+            a.set_frame(i, s, *l);
+        }
+        assert!(a.is_complete());
+        a
+    }
+
+    fn rules(s: Scoring) -> ScoringRules {
+        ScoringRules::new(s, &vocab()).unwrap()
+    }
+
+    fn names(s: &Scored) -> Vec<&str> {
+        s.tags.iter().map(|t| t.tag.as_str()).collect()
+    }
+
     #[test]
-    fn mean_over_frames_then_threshold_and_top_k() {
-        let mut acc = Accumulator::new(4, 2);
-        acc.add_frame(&[0.9, 0.0, 0.2, 0.05]);
-        assert!(!acc.is_complete());
-        acc.add_frame(&[0.7, 0.1, 0.4, 0.05]);
-        assert!(acc.is_complete());
-        let tags = top_tags(&acc.means(), &vocab(), 2, 0.1);
-        assert_eq!(tags.len(), 2);
-        assert_eq!(tags[0].tag, "cat");
-        assert!((tags[0].score - 0.8).abs() < 1e-4);
-        assert_eq!(tags[1].tag, "dog");
+    fn default_is_the_mean_over_frames_then_threshold_and_top_k() {
+        let a = acc(&[(&[0.9, 0.0, 0.2, 0.05], 50.0), (&[0.7, 0.1, 0.4, 0.05], 50.0)]);
+        let got = rules(Scoring { max_tags: 2, ..Scoring::default() }).apply(&a, &vocab());
+        assert_eq!(names(&got), ["cat", "dog"]);
+        assert!((got.tags[0].score - 0.8).abs() < 1e-4);
+        assert!((got.scores[2] - 0.3).abs() < 1e-6);
+        assert_eq!(got.scenes, 1);
     }
 
     #[test]
     fn nothing_above_threshold_gives_no_tags_and_nan_is_ignored() {
-        let mut acc = Accumulator::new(4, 1);
-        acc.add_frame(&[f32::NAN, 0.01, 0.02, 0.0]);
-        assert!(top_tags(&acc.means(), &vocab(), 5, 0.1).is_empty());
+        let a = acc(&[(&[f32::NAN, 0.01, 0.02, 0.0], 50.0)]);
+        assert!(rules(Scoring::default()).apply(&a, &vocab()).tags.is_empty());
+    }
+
+    #[test]
+    fn scenes_keep_a_tag_the_mean_would_dilute() {
+        // Three scenes (cat, coffee, rocket) of two frames each: the mean over all six frames
+        // gives each tag ~0.3, under a 0.4 threshold; per-scene pooling keeps all three.
+        let cat: &[f32] = &[0.9, 0.0, 0.05, 0.0];
+        let coffee: &[f32] = &[0.0, 0.85, 0.0, 0.05];
+        let rocket: &[f32] = &[0.05, 0.0, 0.0, 0.8];
+        let a = acc(&[(cat, 40.0), (cat, 40.0), (coffee, 40.0), (coffee, 40.0), (rocket, 40.0), (rocket, 40.0)]);
+        let mean = rules(Scoring { threshold: 0.4, ..Scoring::default() }).apply(&a, &vocab());
+        assert!(mean.tags.is_empty(), "{mean:?}");
+        let scenes = Scoring { threshold: 0.4, scene_similarity: 0.7, per_scene_top_k: 1, ..Scoring::default() };
+        let got = rules(scenes).apply(&a, &vocab());
+        assert_eq!(names(&got), ["cat", "coffee", "rocket"]);
+        assert_eq!(got.scenes, 3);
+        assert!((got.scores[0] - 0.9).abs() < 1e-6, "a GIF's score is its best scene's");
+    }
+
+    #[test]
+    fn blank_frames_contribute_nothing_and_a_blank_gif_gets_no_tags() {
+        let blank: &[f32] = &[0.4, 0.0, 0.3, 0.0]; // what the model says of a black frame
+        let cat: &[f32] = &[0.9, 0.0, 0.05, 0.0];
+        let r = rules(Scoring { blank_luma_std: 4.0, ..Scoring::default() });
+        let got = r.apply(&acc(&[(blank, 0.0), (blank, 1.5), (blank, 0.0)]), &vocab());
+        assert!(got.tags.is_empty() && got.scores.iter().all(|&s| s == 0.0), "{got:?}");
+        assert_eq!(got.content_frames, 0);
+        // A fade from black: only the photo counts (dog's 0.3 of the black frames would pass 0.2).
+        let got = r.apply(&acc(&[(blank, 0.0), (cat, 30.0), (cat, 30.0)]), &vocab());
+        assert_eq!(names(&got), ["cat"]);
+        assert!((got.tags[0].score - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn per_tag_thresholds_and_the_tag_budget() {
+        let a = acc(&[(&[0.5, 0.45, 0.3, 0.25], 40.0)]);
+        let mut s = Scoring { threshold: 0.2, ..Scoring::default() };
+        s.tag_thresholds.insert("Cat".into(), 0.6);
+        let got = rules(s.clone()).apply(&a, &vocab());
+        assert_eq!(names(&got), ["coffee", "dog", "rocket"], "cat under its own threshold");
+        let got = rules(Scoring { max_tags: 2, ..s.clone() }).apply(&a, &vocab());
+        assert_eq!(names(&got), ["coffee", "dog"]);
+        let got = rules(Scoring { per_scene_top_k: 1, ..s }).apply(&a, &vocab());
+        assert_eq!(names(&got), Vec::<&str>::new(), "the scene's best (cat) is under its threshold");
+    }
+
+    #[test]
+    fn bad_scoring_data_is_refused_naming_the_problem() {
+        let mut s = Scoring::default();
+        s.tag_thresholds.insert("unicorn".into(), 0.5);
+        let e = ScoringRules::new(s, &vocab()).unwrap_err();
+        assert!(e.0.contains("unicorn"), "{e}");
+        let e = ScoringRules::new(Scoring { threshold: 1.5, ..Scoring::default() }, &vocab()).unwrap_err();
+        assert!(e.0.contains("1.5"), "{e}");
+        assert!(ScoringRules::new(Scoring { max_tags: 0, ..Scoring::default() }, &vocab()).is_err());
+        assert!(serde_json::from_str::<Scoring>(r#"{"blank_luma_std":1,"scene_similarity":0.5,"per_scene_top_k":3,"max_tags":5,"threshold":0.4,"tag_threshold":{}}"#).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn frames_set_twice_or_out_of_range_are_ignored() {
+        let mut a = Accumulator::new(4, 2);
+        a.set_frame(0, &[1.0, 0.0, 0.0, 0.0], 9.0);
+        a.set_frame(0, &[0.0, 1.0, 0.0, 0.0], 9.0);
+        a.set_frame(7, &[0.0, 1.0, 0.0, 0.0], 9.0);
+        assert!(!a.is_complete());
+        a.set_frame(1, &[], 9.0); // a failed forward
+        assert!(a.is_complete());
+        let got = rules(Scoring::default()).apply(&a, &vocab());
+        assert_eq!(names(&got), ["cat"]);
     }
 
     #[test]
@@ -151,8 +411,8 @@ mod tests {
 
     #[test]
     fn ties_are_deterministic() {
-        let t = top_tags(&[0.5, 0.5, 0.5, 0.1], &vocab(), 3, 0.0);
-        let names: Vec<_> = t.iter().map(|t| t.tag.as_str()).collect();
-        assert_eq!(names, ["cat", "coffee", "dog"]);
+        let a = acc(&[(&[0.5, 0.5, 0.5, 0.1], 40.0)]);
+        let got = rules(Scoring { max_tags: 3, threshold: 0.0, ..Scoring::default() }).apply(&a, &vocab());
+        assert_eq!(names(&got), ["cat", "coffee", "dog"]);
     }
 }

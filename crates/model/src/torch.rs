@@ -4,7 +4,7 @@ use tracing::warn;
 
 use crate::allocator::reuse_freed_memory;
 use crate::device::{DeviceChoice, Precision, PrecisionChoice, resolve_precision};
-use crate::manifest::read_manifest;
+use crate::manifest::read_model_files;
 use crate::{Backend, ModelConfig, ModelError, ModelInfo};
 use autotag_contract::ModelRef;
 
@@ -111,14 +111,16 @@ impl Backend for TorchBackend {
     }
 }
 
-/// Load the configured model: manifest, vocabulary, weights.
+/// Load the configured model: manifest, vocabulary, scoring data, weights.
 pub fn load_torch(cfg: &ModelConfig) -> Result<(Box<dyn Backend>, ModelInfo), ModelError> {
-    let (manifest, tags) = read_manifest(&cfg.dir, cfg.verify_sha256)?;
+    let files = read_model_files(&cfg.dir, cfg.verify_sha256)?;
+    let (manifest, tags) = (files.manifest, files.tags);
     let backend = TorchBackend::load(cfg, manifest.input.height, tags.len())?;
     let info = ModelInfo {
         model: ModelRef { name: manifest.name, version: manifest.version },
         side: manifest.input.height,
         tags,
+        scoring: std::sync::Arc::new(files.scoring),
         device: backend.device_name(),
         precision: backend.precision.as_str(),
     };

@@ -55,9 +55,6 @@ impl ServiceConfig for WorkerConfig {
             return bad("pipeline.max_in_flight and pipeline.channel_capacity must be >= 1");
         }
         self.s3.validate().map_err(ConfigError::Invalid)?;
-        if !(0.0..=1.0).contains(&self.model.threshold) {
-            return bad("model.threshold must be within [0, 1]");
-        }
         Ok(())
     }
 }
@@ -156,7 +153,7 @@ mod tests {
                 ("AUTOTAG__KAFKA__TOPICS__UPLOADS", "up"),
                 ("AUTOTAG__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "2000"),
                 ("AUTOTAG__BATCH__MAX_BATCH", "7"),
-                ("AUTOTAG__MODEL__THRESHOLD", "0.25"),
+                ("AUTOTAG__MODEL__INSTANCES", "3"),
                 ("AUTOTAG__MODEL__DEVICE", "cpu"),
                 ("AUTOTAG__S3__FORCE_PATH_STYLE", "false"),
                 ("AUTOTAG__LIMITS__MAX_FRAMES", "10"),
@@ -169,7 +166,7 @@ mod tests {
         assert_eq!(cfg.kafka.topics.uploads, "up");
         assert_eq!(cfg.kafka.consumer.0.get("session.timeout.ms").map(String::as_str), Some("2000"));
         assert_eq!(cfg.batch.max_batch, 7);
-        assert!((cfg.model.threshold - 0.25).abs() < 1e-6);
+        assert_eq!(cfg.model.instances, 3);
         assert_eq!(cfg.model.device, DeviceChoice::Cpu);
         assert!(!cfg.s3.force_path_style);
         assert_eq!(cfg.limits.max_frames, 10);

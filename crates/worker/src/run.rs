@@ -61,13 +61,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     let model_cfg = cfg.model.clone();
     let (infer_thread, ready) = infer::spawn(
         move || autotag_model::load_torch(&model_cfg),
-        InferSettings {
-            top_k: cfg.model.top_k,
-            threshold: cfg.model.threshold,
-            max_batch: cfg.batch.max_batch,
-            instances: cfg.model.instances,
-            warmup_runs: 3,
-        },
+        InferSettings { max_batch: cfg.batch.max_batch, instances: cfg.model.instances, warmup_runs: 3 },
         batch_rx,
         outcome_tx.clone(),
         model_free.clone(),

@@ -26,6 +26,8 @@ use crate::telemetry;
 pub struct Decoded {
     pub job: Job,
     pub frames: SampledFrames,
+    /// Each sampled frame's [`autotag_model::scoring::luma_std`].
+    pub luma: Vec<f32>,
 }
 
 /// The frames of one GIF inside a batch.
@@ -35,6 +37,10 @@ pub struct BatchPart {
     pub gif: u64,
     /// Frames of this GIF in this batch (consecutive, in batch order).
     pub frames: usize,
+    /// Index of the first of them among the GIF's sampled frames.
+    pub first: usize,
+    /// Their [`autotag_model::scoring::luma_std`], one per frame.
+    pub luma: Vec<f32>,
     /// Frames of this GIF in all batches.
     pub total_frames: usize,
     /// Set on the GIF's last part.
@@ -76,7 +82,7 @@ impl Batcher {
         if total == 0 {
             // Nothing to infer; cannot happen for a decoded GIF, but don't lose the job.
             let b = self.open();
-            b.parts.push(BatchPart { gif, frames: 0, total_frames: 0, job: job.take() });
+            b.parts.push(BatchPart { gif, frames: 0, first: 0, luma: Vec::new(), total_frames: 0, job: job.take() });
             return full;
         }
         while offset < total {
@@ -91,6 +97,8 @@ impl Batcher {
             b.parts.push(BatchPart {
                 gif,
                 frames: take,
+                first: offset - take,
+                luma: (offset - take..offset).map(|i| d.luma.get(i).copied().unwrap_or(f32::MAX)).collect(),
                 total_frames: total,
                 job: if last { job.take() } else { None },
             });
@@ -218,6 +226,7 @@ mod tests {
                 height: side,
                 warnings: Vec::new(),
             },
+            luma: (0..frames).map(|i| i as f32).collect(),
         }
     }
 
@@ -234,10 +243,12 @@ mod tests {
         assert_eq!(first.parts.len(), 2);
         assert!(first.parts[0].job.is_some(), "gif 0 complete in batch 1");
         assert!(first.parts[1].job.is_none(), "gif 1 continues in the next batch");
+        assert_eq!((first.parts[1].first, &first.parts[1].luma[..]), (0, &[0.0][..]));
         let rest = b.flush().unwrap();
         assert_eq!(rest.n, 2);
         assert_eq!(rest.parts[0].gif, 1);
         assert!(rest.parts[0].job.is_some());
+        assert_eq!((rest.parts[0].first, &rest.parts[0].luma[..]), (1, &[1.0, 2.0][..]), "frames 1 and 2 of gif 1");
         assert!(b.flush().is_none());
     }
 

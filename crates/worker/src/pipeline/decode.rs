@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use autotag_contract::{Reason, Stage};
+use autotag_model::scoring::luma_std;
 use gifcodec::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
 
 use super::Outcome;
@@ -49,7 +50,13 @@ impl DecodeStage {
                     // The download's memory goes back to the fetch stage's budget here.
                     drop(bytes);
                     drop(reserved);
-                    frames
+                    // How much each frame shows, where the pixels are (content-free frames
+                    // contribute nothing to the GIF's tags: `autotag_model::scoring`).
+                    frames.map(|f| {
+                        let frame_bytes = (f.width as usize * f.height as usize * 3).max(1);
+                        let luma = f.rgb.chunks(frame_bytes).map(luma_std).collect::<Vec<f32>>();
+                        (f, luma)
+                    })
                 });
                 let result = tokio::time::timeout(timeout, work).await;
                 metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")
@@ -57,11 +64,11 @@ impl DecodeStage {
                 let gif_id = job.upload.event.gif_id.clone();
                 // Every failure becomes one dead letter: (reason, detail).
                 let (reason, detail) = match result {
-                    Ok(Ok(Ok(frames))) => {
+                    Ok(Ok(Ok((frames, luma)))) => {
                         debug!(%gif_id, frames = frames.count, total = frames.total_frames, "decoded");
                         let mut job = job;
                         job.warnings.clone_from(&frames.warnings);
-                        let _ = decoded.send(Decoded { job, frames }).await;
+                        let _ = decoded.send(Decoded { job, frames, luma }).await;
                         return;
                     }
                     Ok(Ok(Err(e))) => {

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use autotag_contract::Stage;
 use autotag_infra::shutdown::Shutdown;
-use autotag_model::scoring::{Accumulator, existing_tag_scores, top_tags};
+use autotag_model::scoring::{Accumulator, existing_tag_scores};
 use autotag_model::warmup::{bucket_for, buckets, warm_up};
 use autotag_model::{Backend, ModelError, ModelInfo};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -31,8 +31,6 @@ use crate::telemetry;
 
 /// Settings of the infer thread.
 pub struct InferSettings {
-    pub top_k: usize,
-    pub threshold: f32,
     pub max_batch: usize,
     /// Model instance threads sharing the loaded model.
     pub instances: usize,
@@ -195,14 +193,15 @@ fn run_loop(sh: &Shared) {
                 });
                 match &result {
                     Ok(scores) => {
-                        for r in row..row + part.frames {
-                            p.acc.add_frame(&scores[r * num_tags..(r + 1) * num_tags]);
+                        for (k, r) in (row..row + part.frames).enumerate() {
+                            let luma = part.luma.get(k).copied().unwrap_or(f32::MAX);
+                            p.acc.set_frame(part.first + k, &scores[r * num_tags..(r + 1) * num_tags], luma);
                         }
                     }
                     Err(e) => {
                         // Count the frames anyway so the GIF completes (as a failure).
-                        for _ in 0..part.frames {
-                            p.acc.add_frame(&[]);
+                        for k in 0..part.frames {
+                            p.acc.set_frame(part.first + k, &[], 0.0);
                         }
                         p.failed = Some(e.to_string());
                     }
@@ -219,7 +218,7 @@ fn run_loop(sh: &Shared) {
         for p in done {
             let Some(job) = p.job else { continue };
             let outcome = match p.failed {
-                None => finish(job, &p.acc, &sh.info, &sh.settings),
+                None => finish(job, &p.acc, &sh.info),
                 Some(e) => {
                     error!(error = %e, gif_id = %job.upload.event.gif_id, "inference failed");
                     Outcome::failed(job.ticket, Stage::Infer, autotag_contract::Reason::InferenceFailed, e)
@@ -232,9 +231,9 @@ fn run_loop(sh: &Shared) {
     }
 }
 
-fn finish(job: Job, acc: &Accumulator, info: &ModelInfo, settings: &InferSettings) -> Outcome {
-    let means = acc.means();
-    let tags = top_tags(&means, &info.tags, settings.top_k, settings.threshold);
-    let existing_tag_scores = existing_tag_scores(&means, &info.tags, job.upload.event.existing_tags.as_deref());
-    Outcome::Tagged { job, tags, existing_tag_scores, frames: acc.frames() }
+fn finish(job: Job, acc: &Accumulator, info: &ModelInfo) -> Outcome {
+    let scored = info.scoring.apply(acc, &info.tags);
+    let existing_tag_scores =
+        existing_tag_scores(&scored.scores, &info.tags, job.upload.event.existing_tags.as_deref());
+    Outcome::Tagged { job, tags: scored.tags, existing_tag_scores, frames: acc.frames() }
 }
