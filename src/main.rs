@@ -68,6 +68,10 @@ enum Command {
         /// Also write every GIF's per-frame scores as JSON lines (for tools/calibrate_scoring.py).
         #[arg(long)]
         dump_frames: Option<std::path::PathBuf>,
+        /// Tag embeddings for the semantic metric (tools/embed_tags.py); default
+        /// tools/tag_embeddings.json when it exists.
+        #[arg(long)]
+        embeddings: Option<std::path::PathBuf>,
     },
     #[command(flatten)]
     Ops(OpsCommand),
@@ -108,9 +112,15 @@ fn main() -> anyhow::Result<()> {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
             rt.block_on(autotag_eval::tag::run(&cfg, &inputs, json)).map(|_| ())
         }
-        Command::Eval { labels, json, semantic_threshold, dump_frames } => {
+        Command::Eval { labels, json, semantic_threshold, dump_frames, embeddings } => {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
-            let opts = autotag_eval::runner::RunOptions { semantic_threshold, dump_frames };
+            let default = std::path::Path::new("tools/tag_embeddings.json");
+            let embeddings = match embeddings {
+                Some(p) => Some(autotag_eval::embeddings::TagEmbeddings::load(&p)?),
+                None if default.exists() => Some(autotag_eval::embeddings::TagEmbeddings::load(default)?),
+                None => None,
+            };
+            let opts = autotag_eval::runner::RunOptions { semantic_threshold, dump_frames, embeddings };
             rt.block_on(async {
                 let out = autotag_eval::runner::run(&cfg, &labels, &opts).await?;
                 print!("{}", autotag_eval::runner::table(&out));

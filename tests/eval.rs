@@ -34,6 +34,8 @@ fn a_labelled_set_by_hand() {
         .arg(&out_json)
         .arg("--dump-frames")
         .arg(dir.path().join("frames.jsonl"))
+        .arg("--embeddings")
+        .arg(repo().join("tools/tag_embeddings.json"))
         .env("AUTOTAG__MODEL__DIR", model_dir())
         .env("AUTOTAG__MODEL__THREADS", "1")
         .output()
@@ -62,6 +64,14 @@ fn a_labelled_set_by_hand() {
     );
     // The cat is third in its GIF's ranking (animal, pet, cat): not in the top 1.
     assert_eq!(v["groups"]["static"]["per_tag"]["cat"]["recall"], 1.0);
+    // Semantic: the cat and the coffee GIFs suggest their true tag itself (distance 0, up to the
+    // file's 4-decimal rounding); the rocket (no suggestion) and the undecodable GIF are left out.
+    let sem = &o["semantic"];
+    assert_eq!(sem["gifs"], 2, "{sem}");
+    assert!(sem["mean"].as_f64().unwrap() < 1e-3, "{sem}");
+    assert_eq!(sem["share_under"], 1.0, "{sem}");
+    assert_eq!(v["unembedded_tags"], serde_json::json!([]));
+    assert!(v["embeddings"].as_str().unwrap().contains("all-MiniLM-L6-v2"));
     // The per-frame dump (calibration input): one line per GIF, the vocabulary on the first.
     let dump = std::fs::read_to_string(dir.path().join("frames.jsonl")).unwrap();
     let lines: Vec<Value> = dump.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -12,12 +12,14 @@
 //! [`runner`] is `autotag eval --labels FILE.jsonl`: the labelled set tagged, the metrics
 //! overall and per group.
 //!
-//! **Limits** (what lands later): the tag embeddings for the semantic metric, the labelled GIF
-//! set built from real photos, scoring that keeps every scene.
+//! [`embeddings`] reads the tag vectors of the semantic metric (`tools/embed_tags.py` writes
+//! them). The labelled GIF set is built by `tools/make_eval_set.py`, the scoring data calibrated
+//! by `tools/calibrate_scoring.py` (`docs/quality.md`).
 //!
 //! **Never imports** a service (it links libtorch through `model`, like the worker).
 
 pub mod config;
+pub mod embeddings;
 pub mod metrics;
 pub mod runner;
 pub mod tag;

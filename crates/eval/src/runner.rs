@@ -11,8 +11,9 @@
 //! A GIF that cannot be read or decoded counts as a GIF with no suggestion (that is what the
 //! system would give it) and is listed under `errors` by reason.
 //!
-//! **Limits**: the semantic metric needs tag embeddings, which are not shipped yet: until then
-//! `semantic.gifs` is 0.
+//! The semantic metric needs tag embeddings ([`crate::embeddings`], `--embeddings FILE`, by
+//! default `tools/tag_embeddings.json` when it exists): without them `semantic.gifs` is 0; tags
+//! without a vector are listed under `unembedded_tags`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,8 @@ use autotag_contract::normalize_tag;
 use serde::{Deserialize, Serialize};
 
 use crate::config::EvalConfig;
-use crate::metrics::{GifResult, Report};
+use crate::embeddings::TagEmbeddings;
+use crate::metrics::{GifResult, Report, semantic_distance};
 use crate::tag::{read_input, tagger};
 
 /// One line of a labels file.
@@ -43,6 +45,11 @@ pub struct LabelLine {
 pub struct EvalOutput {
     pub model: String,
     pub labels: String,
+    /// The embedding model of `semantic`, if tag embeddings were given.
+    pub embeddings: Option<String>,
+    /// True or suggested tags without an embedding (the GIFs that need them are left out of
+    /// `semantic`).
+    pub unembedded_tags: Vec<String>,
     pub overall: Report,
     pub groups: BTreeMap<String, Report>,
     /// GIFs that could not be read or decoded, by reason.
@@ -98,6 +105,8 @@ pub struct RunOptions {
     /// "groups","vocab"?,"frames":[{"luma_std","scores"}]}`, `vocab` on the first line only):
     /// the input of `tools/calibrate_scoring.py`.
     pub dump_frames: Option<PathBuf>,
+    /// Tag embeddings for the semantic metric; `None`: not computed.
+    pub embeddings: Option<TagEmbeddings>,
 }
 
 /// Run the evaluation of `labels` (module docs).
@@ -123,6 +132,7 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
     };
     let mut results: Vec<(GifResult, Vec<String>)> = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unembedded: Vec<String> = Vec::new();
     for l in &lines {
         let input = resolve(&l.gif, &base);
         let scenes: Vec<Vec<String>> = l.scenes.iter().map(|s| normalized(s)).collect();
@@ -158,7 +168,15 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
                 (Vec::new(), Vec::new())
             }
         };
-        results.push((GifResult { truth, scenes, ranked, suggested, semantic: None }, l.groups.clone()));
+        let semantic = opts.embeddings.as_ref().and_then(|e| {
+            for t in truth.iter().chain(&suggested) {
+                if e.get(t).is_none() && !unembedded.contains(t) {
+                    unembedded.push(t.clone());
+                }
+            }
+            semantic_distance(&truth, &suggested, |t| e.get(t))
+        });
+        results.push((GifResult { truth, scenes, ranked, suggested, semantic }, l.groups.clone()));
     }
     if let Some(mut w) = dump {
         w.flush()?;
@@ -173,6 +191,11 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
     Ok(EvalOutput {
         model: format!("{}@{}", tagger.info.model.name, tagger.info.model.version),
         labels: labels.display().to_string(),
+        embeddings: opts.embeddings.as_ref().map(|e| e.model.clone()),
+        unembedded_tags: {
+            unembedded.sort();
+            unembedded
+        },
         overall: Report::new(&all, semantic_threshold, 20),
         groups: by_group.into_iter().map(|(k, v)| (k, Report::new(&v, semantic_threshold, 20))).collect(),
         errors,
@@ -230,8 +253,18 @@ pub fn table(o: &EvalOutput) -> String {
     if !o.errors.is_empty() {
         s += &format!("\nnot tagged (counted as no suggestion): {:?}\n", o.errors);
     }
-    if o.overall.semantic.gifs == 0 {
-        s += "\nsemantic: not computed (no tag embeddings yet)\n";
+    match &o.embeddings {
+        None => s += "\nsemantic: not computed (no tag embeddings: --embeddings FILE, tools/embed_tags.py)\n",
+        Some(model) => {
+            let sem = &o.overall.semantic;
+            s += &format!(
+                "\nsemantic ({model}): mean distance {:.3}, {:.3} of {} GIFs under {}\n",
+                sem.mean, sem.share_under, sem.gifs, sem.threshold
+            );
+            if !o.unembedded_tags.is_empty() {
+                s += &format!("tags without an embedding (their GIFs left out): {:?}\n", o.unembedded_tags);
+            }
+        }
     }
     s
 }
