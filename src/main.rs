@@ -1,13 +1,14 @@
 //! The `autotag` command line: one front for every service and tool, and the root package of
 //! the workspace (its system tests are in the repository's `tests/`). It holds no logic of its
 //! own; each command lives in its service's crate under `crates/`. Torch-free tools also ship as
-//! their own binaries (`autotag-ops`, `autotag-feedback`, `autotag-relabel`), which need no
-//! libtorch.
+//! their own binaries (`autotag-ops`, `autotag-feedback`, `autotag-relabel`, `autotag-backfill`),
+//! which need no libtorch.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use autotag_backfill::BackfillConfig;
 use autotag_eval::EvalConfig;
 use autotag_feedback::{FeedbackConfig, FeedbackTool};
 use autotag_infra::config::{self, ConfigArgs, ConfigError};
@@ -43,6 +44,10 @@ enum Command {
         #[command(subcommand)]
         tool: Option<RelabelTool>,
     },
+    /// Enqueue the historical catalogue (an S3 prefix or a manifest) for tagging on the backfill
+    /// topic: resumable, rate-limited, one event id per object per run; also the
+    /// `autotag-backfill` binary.
+    Backfill(autotag_backfill::RunArgs),
     /// Tag local GIFs or s3:// objects with the worker's decoder, model and scoring, without
     /// Kafka: a table, or with --json one JSON line per input.
     Tag {
@@ -108,6 +113,10 @@ fn main() -> anyhow::Result<()> {
                 Some(tool) => rt.block_on(autotag_relabel::run_tool(&cfg, tool)),
             }
         }
+        Command::Backfill(args) => {
+            let cfg: BackfillConfig = config::load(path).context("loading configuration")?;
+            rt.block_on(autotag_backfill::run(&cfg, &args, autotag_infra::shutdown::signal())).map(|s| println!("{s}"))
+        }
         Command::Tag { json, inputs } => {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
             rt.block_on(autotag_eval::tag::run(&cfg, &inputs, json)).map(|_| ())
@@ -162,6 +171,9 @@ fn effective_config(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
         all.entry(section).or_insert(value);
     }
     for (section, value) in config::to_table(&config::load::<RelabelConfig>(path)?)? {
+        all.entry(section).or_insert(value);
+    }
+    for (section, value) in config::to_table(&config::load::<BackfillConfig>(path)?)? {
         all.entry(section).or_insert(value);
     }
     Ok(all)

@@ -37,7 +37,8 @@ pub const ALL_SECTIONS: &[&str] = &[
     "kafka", "s3", "retry", "metrics", "shutdown", // The worker.
     "model", "frames", "batch", "pipeline", "limits",   // The feedback API.
     "feedback", // The relabel job.
-    "relabel",
+    "relabel",  // The backfill command.
+    "backfill",
 ];
 
 /// Errors while loading configuration.

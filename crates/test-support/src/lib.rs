@@ -241,6 +241,8 @@ pub struct OutputRecord {
     pub topic: String,
     pub key: Option<String>,
     pub value: Value,
+    /// The record's timestamp (the producer's create time), ms since the epoch.
+    pub timestamp_ms: i64,
 }
 
 /// Collects outputs until `done` says so or `timeout` passes.
@@ -262,6 +264,7 @@ pub async fn collect_outputs(
                 topic: m.topic().to_owned(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value,
+                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
             });
         }
     }
@@ -660,6 +663,7 @@ pub fn read_to_end(broker: &Broker, topic: &str, partitions: i32) -> Vec<OutputR
                 topic: m.topic().to_owned(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null),
+                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
             }),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 ended.insert(p);
