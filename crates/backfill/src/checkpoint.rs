@@ -8,7 +8,9 @@
 //! Objects after it may have been sent already: they are sent again under the same
 //! `event_id` (at-least-once, deduplicable by id).
 //!
-//! **Limits**: a file path only for now (an `s3://` checkpoint is not built yet).
+//! Where it lives ([`Location`]): a file (default `<checkpoint_dir>/<run_id>.json`) or an S3
+//! object (`--checkpoint s3://bucket/key`: a PUT replaces an object whole, so a reader sees the
+//! old or the new checkpoint).
 
 use std::path::{Path, PathBuf};
 
@@ -57,7 +59,7 @@ impl Checkpoint {
         serde_json::from_str(&text).with_context(|| format!("{}: not a backfill checkpoint", path.display()))
     }
 
-    /// Write it atomically.
+    /// Write it atomically to a file.
     ///
     /// # Errors
     /// The directory cannot be created or the file written.
@@ -72,15 +74,83 @@ impl Checkpoint {
     }
 }
 
-/// Where the checkpoint of `run_id` lives: `explicit`, else `<dir>/<run_id>.json`.
-///
-/// # Errors
-/// An `s3://` checkpoint (not built yet).
-pub fn path_for(explicit: Option<&str>, dir: &Path, run_id: &str) -> anyhow::Result<PathBuf> {
-    match explicit {
-        Some(p) if p.starts_with("s3://") => bail!("an s3:// checkpoint is not supported yet: use a file path"),
-        Some(p) => Ok(PathBuf::from(p)),
-        None => Ok(dir.join(format!("{run_id}.json"))),
+/// Where a checkpoint lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    File(PathBuf),
+    S3 { client: aws_sdk_s3::Client, bucket: String, key: String },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::S3 { bucket, key, .. } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
+}
+
+impl Location {
+    /// Where the checkpoint of `run_id` lives: `explicit` (a path or `s3://bucket/key`), else
+    /// `<dir>/<run_id>.json`. `client` makes an S3 location.
+    ///
+    /// # Errors
+    /// An `s3://` URI without a key.
+    pub async fn of(
+        explicit: Option<&str>,
+        dir: &Path,
+        run_id: &str,
+        s3: &autotag_infra::s3::S3Config,
+    ) -> anyhow::Result<Self> {
+        match explicit {
+            Some(p) if p.starts_with("s3://") => {
+                let Some((bucket, key)) = autotag_contract::parse_s3_uri(p) else {
+                    bail!("--checkpoint {p:?}: expected s3://bucket/key");
+                };
+                Ok(Self::S3 { client: autotag_infra::s3::create_client(s3).await, bucket, key })
+            }
+            Some(p) => Ok(Self::File(PathBuf::from(p))),
+            None => Ok(Self::File(dir.join(format!("{run_id}.json")))),
+        }
+    }
+
+    /// Read the checkpoint.
+    ///
+    /// # Errors
+    /// It cannot be read or is not a checkpoint.
+    pub async fn load(&self) -> anyhow::Result<Checkpoint> {
+        match self {
+            Self::File(p) => Checkpoint::load(p),
+            Self::S3 { client, bucket, key } => {
+                let bytes = autotag_infra::s3::get_object(client, bucket, key, 16 << 20)
+                    .await
+                    .with_context(|| format!("reading checkpoint {self}"))?;
+                serde_json::from_slice(&bytes).with_context(|| format!("{self}: not a backfill checkpoint"))
+            }
+        }
+    }
+
+    /// Write the checkpoint whole (file: temporary + rename; S3: one PUT).
+    ///
+    /// # Errors
+    /// The write failed.
+    pub async fn save(&self, cp: &Checkpoint) -> anyhow::Result<()> {
+        match self {
+            Self::File(p) => cp.save(p),
+            Self::S3 { client, bucket, key } => {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/json")
+                    .body(serde_json::to_vec_pretty(cp)?.into())
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+                    .with_context(|| format!("writing checkpoint {self}"))?;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -151,7 +221,7 @@ mod tests {
     #[test]
     fn a_checkpoint_round_trips_and_is_written_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path_for(None, &dir.path().join("cp"), "run-1").unwrap();
+        let p = dir.path().join("cp").join("run-1.json");
         let c = Checkpoint {
             run_id: "run-1".into(),
             source: SourceSpec::S3 {
@@ -170,6 +240,5 @@ mod tests {
         c.save(&p).unwrap();
         assert_eq!(Checkpoint::load(&p).unwrap(), c);
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1, "no temporary left");
-        assert!(path_for(Some("s3://b/cp.json"), dir.path(), "r").is_err());
     }
 }

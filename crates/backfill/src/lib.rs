@@ -1,6 +1,7 @@
 //! `autotag backfill`: enqueue the historical catalogue for tagging (issue 15).
 //!
-//! **Owns** a run: listing a source ([`source`]: an S3 prefix or a manifest file), turning each
+//! **Owns** a run: listing a source ([`source`]: an S3 prefix, an S3 Inventory report or a
+//! manifest file), turning each
 //! object into an upload event (`"source":"backfill"`, `backfill_run_id`, `event_id` = uuid v5 of
 //! (run id, object): [`autotag_contract::ids::backfill_event_id`]) on the backfill topic, at a
 //! bounded rate and with a bounded number of unacknowledged events, and the run's checkpoint
@@ -13,12 +14,12 @@
 //!
 //! **Limits**: no libtorch (checked on the binary). It enumerates the store, never replays topics
 //! by time (Tansu ignores record timestamps in `offsets_for_times`:
-//! `shared/docs/environment.md`). S3 Inventory reports, `--gif-id meta:NAME` and `s3://`
-//! checkpoints are not built yet (refused with a message). Memory: one listing page plus
+//! `shared/docs/environment.md`). Memory: one listing page plus
 //! `--max-in-flight` events.
 
 pub mod checkpoint;
 pub mod config;
+pub mod inventory;
 mod progress;
 pub mod source;
 
@@ -37,7 +38,7 @@ use tracing::{info, warn};
 
 pub use config::BackfillConfig;
 
-use checkpoint::{Checkpoint, Counts, Outcome, Watermark};
+use checkpoint::{Checkpoint, Counts, Location, Outcome, Watermark};
 use source::{Entry, GifIdRule, Lister, SourceSpec};
 
 /// What one run enqueues and how (the command line).
@@ -49,7 +50,7 @@ pub struct RunArgs {
     /// Enqueue the objects of a JSON-lines file of {"gif_id","s3_uri"[,"uploaded_at"]}.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["inventory", "resume"])]
     pub manifest: Option<PathBuf>,
-    /// An S3 Inventory report's manifest.json (not supported yet).
+    /// Enqueue the objects of an S3 Inventory report (CSV): its manifest.json.
     #[arg(long, value_name = "S3_URI", conflicts_with = "resume")]
     pub inventory: Option<String>,
     /// Only objects modified at or after this time (RFC 3339; S3 prefixes only).
@@ -61,7 +62,8 @@ pub struct RunArgs {
     /// Only keys ending with this (ASCII case-insensitive; "" for every key).
     #[arg(long, default_value = ".gif")]
     pub suffix: String,
-    /// How an object's gif_id is made: `stem` (file name without extension) or `key`.
+    /// How an object's gif_id is made: `stem` (file name without extension), `key`, or
+    /// `meta:NAME` (the object's user metadata NAME, a HeadObject per object).
     #[arg(long, default_value = "stem")]
     pub gif_id: GifIdRule,
     /// Events per second (0: as fast as the broker acknowledges).
@@ -70,7 +72,7 @@ pub struct RunArgs {
     /// Events sent and not yet acknowledged, at most.
     #[arg(long, default_value_t = 1000)]
     pub max_in_flight: usize,
-    /// The checkpoint file (default `<backfill.checkpoint_dir>/<run_id>.json`).
+    /// The checkpoint: a file or `s3://bucket/key` (default `<backfill.checkpoint_dir>/<run_id>.json`).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<String>,
     /// Continue the run with this id from its checkpoint (source and filters come from it).
@@ -88,7 +90,8 @@ pub struct Summary {
     pub counts: Counts,
     /// The listing reached its end and every event was acknowledged.
     pub finished: bool,
-    pub checkpoint: Option<PathBuf>,
+    /// Where the checkpoint is (`None`: a dry run).
+    pub checkpoint: Option<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -107,7 +110,7 @@ impl std::fmt::Display for Summary {
         if !self.finished
             && let Some(p) = &self.checkpoint
         {
-            write!(f, " (resume: autotag backfill --resume {} --checkpoint {})", self.run_id, p.display())?;
+            write!(f, " (resume: autotag backfill --resume {} --checkpoint {p})", self.run_id)?;
         }
         Ok(())
     }
@@ -117,35 +120,41 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// The run's checkpoint, new or resumed.
-fn open_run(cfg: &BackfillConfig, args: &RunArgs) -> anyhow::Result<(Checkpoint, Option<PathBuf>)> {
+/// The run's checkpoint, new or resumed, and where it is kept (`None`: a dry run).
+async fn open_run(cfg: &BackfillConfig, args: &RunArgs) -> anyhow::Result<(Checkpoint, Option<Location>)> {
     let dir = &cfg.backfill.checkpoint_dir;
     if let Some(run_id) = &args.resume {
-        let path = checkpoint::path_for(args.checkpoint.as_deref(), dir, run_id)?;
-        let cp = Checkpoint::load(&path)?;
+        let at = Location::of(args.checkpoint.as_deref(), dir, run_id, &cfg.s3).await?;
+        let cp = at.load().await?;
         if &cp.run_id != run_id {
-            bail!("{} is the checkpoint of run {}, not {run_id}", path.display(), cp.run_id);
+            bail!("{at} is the checkpoint of run {}, not {run_id}", cp.run_id);
         }
-        return Ok((cp, (!args.dry_run).then_some(path)));
+        return Ok((cp, (!args.dry_run).then_some(at)));
     }
-    if args.inventory.is_some() {
-        bail!("--inventory (S3 Inventory reports) is not supported yet: use --from or --manifest");
-    }
-    let source = match (&args.from, &args.manifest) {
-        (Some(uri), None) => SourceSpec::S3 {
+    let source = match (&args.from, &args.manifest, &args.inventory) {
+        (None, None, Some(manifest)) => SourceSpec::Inventory {
+            manifest: manifest.clone(),
+            suffix: args.suffix.clone(),
+            modified_after: args.modified_after.clone(),
+            modified_before: args.modified_before.clone(),
+            gif_id: args.gif_id.clone(),
+        },
+        (Some(uri), None, None) => SourceSpec::S3 {
             uri: uri.clone(),
             suffix: args.suffix.clone(),
             modified_after: args.modified_after.clone(),
             modified_before: args.modified_before.clone(),
-            gif_id: args.gif_id,
+            gif_id: args.gif_id.clone(),
         },
-        (None, Some(path)) => {
+        (None, Some(path), None) => {
             if args.modified_after.is_some() || args.modified_before.is_some() {
                 bail!("--modified-after/--modified-before filter S3 listings; a manifest lists what it lists");
             }
             SourceSpec::Manifest { path: std::path::absolute(path).unwrap_or_else(|_| path.clone()) }
         }
-        _ => bail!("say what to enqueue: --from s3://bucket/prefix/, --manifest FILE, or --resume RUN_ID"),
+        _ => bail!(
+            "say what to enqueue: --from s3://bucket/prefix/, --inventory s3://…/manifest.json, --manifest FILE, or --resume RUN_ID"
+        ),
     };
     let run_id = uuid::Uuid::new_v4().to_string();
     let t = now();
@@ -158,8 +167,9 @@ fn open_run(cfg: &BackfillConfig, args: &RunArgs) -> anyhow::Result<(Checkpoint,
         started_at: t.clone(),
         updated_at: t,
     };
-    let path = if args.dry_run { None } else { Some(checkpoint::path_for(args.checkpoint.as_deref(), dir, &run_id)?) };
-    Ok((cp, path))
+    let at =
+        if args.dry_run { None } else { Some(Location::of(args.checkpoint.as_deref(), dir, &run_id, &cfg.s3).await?) };
+    Ok((cp, at))
 }
 
 /// Sends at most `rate` events per second on average from the start (no burst beyond that).
@@ -182,7 +192,34 @@ impl Pacer {
     }
 }
 
-type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, String, Result<(), String>)> + Send>>;
+/// One object's event on its way: (listing number, position, how it finished or the broker's
+/// refusal).
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, String, Result<Outcome, String>)> + Send>>;
+
+/// The gif id in an object's user metadata `name` (HeadObject).
+async fn gif_id_from_metadata(client: &aws_sdk_s3::Client, s3_uri: &str, name: &str) -> Result<String, String> {
+    let (bucket, key) = autotag_contract::parse_s3_uri(s3_uri).ok_or_else(|| format!("{s3_uri}: not an S3 URI"))?;
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match client.head_object().bucket(&bucket).key(&key).send().await {
+            Ok(h) => {
+                return h
+                    .metadata()
+                    .and_then(|m| {
+                        m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned())
+                    })
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("{s3_uri}: no user metadata {name:?} (--gif-id meta:{name})"));
+            }
+            Err(e) if attempt < 5 && e.raw_response().is_none_or(|r| r.status().as_u16() >= 500) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(format!("{s3_uri}: HeadObject: {}", aws_sdk_s3::error::DisplayErrorContext(&e))),
+        }
+    }
+    Err(format!("{s3_uri}: HeadObject kept failing"))
+}
 
 /// Run a backfill (module docs). `shutdown` resolving stops the listing; events in flight are
 /// awaited and the checkpoint written.
@@ -201,11 +238,16 @@ pub async fn run(
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be a number >= 0");
     }
-    let (mut cp, path) = open_run(cfg, args)?;
+    let (mut cp, path) = open_run(cfg, args).await?;
     println!("run_id={}", cp.run_id);
     if cp.finished {
         info!(run_id = %cp.run_id, "the run is already finished");
-        return Ok(Summary { run_id: cp.run_id.clone(), counts: cp.counts, finished: true, checkpoint: path });
+        return Ok(Summary {
+            run_id: cp.run_id.clone(),
+            counts: cp.counts,
+            finished: true,
+            checkpoint: path.map(|p| p.to_string()),
+        });
     }
     let topic = cfg.backfill.topic.as_str();
     let producer: Option<FutureProducer> = if args.dry_run {
@@ -215,17 +257,17 @@ pub async fn run(
         check_topic(&cfg.kafka, topic)?;
         Some(p)
     };
-    if let Some(path) = &path {
-        cp.save(path)?;
+    if let Some(at) = &path {
+        at.save(&cp).await?;
     }
     let client = match &cp.source {
-        SourceSpec::S3 { .. } => Some(autotag_infra::s3::create_client(&cfg.s3).await),
+        SourceSpec::S3 { .. } | SourceSpec::Inventory { .. } => Some(autotag_infra::s3::create_client(&cfg.s3).await),
         SourceSpec::Manifest { .. } => None,
     };
     let started = chrono::DateTime::parse_from_rfc3339(&cp.started_at)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|_| Utc::now());
-    let mut lister = Lister::new(&cp.source, cp.position.clone(), client, cfg.backfill.page_size, started)?;
+    let mut lister = Lister::new(&cp.source, cp.position.clone(), client.clone(), cfg.backfill.page_size, started)?;
     info!(run_id = %cp.run_id, source = ?cp.source, position = ?cp.position, dry_run = args.dry_run, rate = args.rate, "backfill started");
 
     let mut mark = Watermark::resume(cp.position.clone(), cp.counts);
@@ -273,11 +315,11 @@ pub async fn run(
             };
             // Room for one more event, at the pace asked for; acknowledgements keep draining.
             while inflight.len() >= args.max_in_flight {
-                if let Some(d) = inflight.next().await {
-                    if let Err(e) = settle(d, &mut mark) {
-                        failure = Some(e);
-                        break 'listing;
-                    }
+                if let Some(d) = inflight.next().await
+                    && let Err(e) = settle(d, &mut mark)
+                {
+                    failure = Some(e);
+                    break 'listing;
                 }
             }
             tokio::select! {
@@ -285,7 +327,8 @@ pub async fn run(
                 () = &mut shutdown => { stopped = true; break 'listing; }
                 () = pacer.wait() => {}
             }
-            let event = UploadEvent {
+            let meta = item.meta.clone().zip(client.clone());
+            let mut event = UploadEvent {
                 schema_version: 1,
                 event_id: autotag_contract::ids::backfill_event_id(&cp.run_id, &item.s3_uri),
                 gif_id: item.gif_id,
@@ -295,14 +338,26 @@ pub async fn run(
                 source: Some(Source::Backfill),
                 backfill_run_id: Some(cp.run_id.clone()),
             };
-            let payload = serde_json::to_vec(&event)?;
             let producer = producer.clone();
             let topic = topic.to_owned();
             inflight.push(Box::pin(async move {
+                if let Some((name, client)) = meta {
+                    match gif_id_from_metadata(&client, &event.s3_uri, &name).await {
+                        Ok(id) => event.gif_id = id,
+                        Err(reason) => {
+                            warn!(%reason, "object not enqueued");
+                            return (n, position, Ok(Outcome::Failed));
+                        }
+                    }
+                }
+                let payload = match serde_json::to_vec(&event) {
+                    Ok(p) => p,
+                    Err(e) => return (n, position, Err(e.to_string())),
+                };
                 let record = FutureRecord::to(&topic).key(&event.gif_id).payload(&payload);
                 // Waits for queue room itself; librdkafka retries until message.timeout.ms.
                 let r = producer.send(record, Duration::from_secs(60)).await;
-                (n, position, r.map(|_| ()).map_err(|(e, _)| e.to_string()))
+                (n, position, r.map(|_| Outcome::Enqueued).map_err(|(e, _)| e.to_string()))
             }));
             while let Some(Some(d)) = futures::FutureExt::now_or_never(inflight.next()) {
                 if let Err(e) = settle(d, &mut mark) {
@@ -312,12 +367,12 @@ pub async fn run(
             }
             progress.update(mark.counts, mark.pending() + inflight.len());
             if last_save.elapsed() >= cfg.backfill.checkpoint_interval {
-                save(&mut cp, &mark, false, path.as_ref())?;
+                save(&mut cp, &mark, false, path.as_ref()).await?;
                 last_save = Instant::now();
             }
         }
         progress.update(mark.counts, mark.pending() + inflight.len());
-        save(&mut cp, &mark, false, path.as_ref())?;
+        save(&mut cp, &mark, false, path.as_ref()).await?;
         last_save = Instant::now();
     }
     // Whatever was sent is awaited, so the checkpoint covers it.
@@ -327,9 +382,10 @@ pub async fn run(
         }
     }
     let finished = !stopped && failure.is_none();
-    save(&mut cp, &mark, finished, path.as_ref())?;
+    save(&mut cp, &mark, finished, path.as_ref()).await?;
     progress.finish(mark.counts);
-    let summary = Summary { run_id: cp.run_id.clone(), counts: mark.counts, finished, checkpoint: path };
+    let summary =
+        Summary { run_id: cp.run_id.clone(), counts: mark.counts, finished, checkpoint: path.map(|p| p.to_string()) };
     match failure {
         Some(e) => Err(e.context(format!("{summary}"))),
         None => Ok(summary),
@@ -337,24 +393,24 @@ pub async fn run(
 }
 
 /// Record one delivery; a refused event stops the run.
-fn settle(d: (u64, String, Result<(), String>), mark: &mut Watermark) -> anyhow::Result<()> {
+fn settle(d: (u64, String, Result<Outcome, String>), mark: &mut Watermark) -> anyhow::Result<()> {
     let (n, position, r) = d;
     match r {
-        Ok(()) => {
-            mark.finish(n, position, Outcome::Enqueued);
+        Ok(outcome) => {
+            mark.finish(n, position, outcome);
             Ok(())
         }
         Err(e) => bail!("the broker did not acknowledge the event of {position}: {e}"),
     }
 }
 
-fn save(cp: &mut Checkpoint, mark: &Watermark, finished: bool, path: Option<&PathBuf>) -> anyhow::Result<()> {
+async fn save(cp: &mut Checkpoint, mark: &Watermark, finished: bool, at: Option<&Location>) -> anyhow::Result<()> {
     cp.position.clone_from(&mark.position);
     cp.counts = mark.counts;
     cp.finished = finished;
     cp.updated_at = now();
-    match path {
-        Some(p) => cp.save(p),
+    match at {
+        Some(at) => at.save(cp).await,
         None => Ok(()),
     }
 }

@@ -1,13 +1,13 @@
-//! What a run enqueues: the objects under an S3 prefix (paginated ListObjectsV2, in key order)
-//! or the lines of a manifest file, each turned into an [`Entry`] with its listing position.
+//! What a run enqueues: the objects under an S3 prefix (paginated ListObjectsV2, in key order),
+//! the records of an S3 Inventory report ([`crate::inventory`]) or the lines of a manifest file,
+//! each turned into an [`Entry`] with its listing position.
 //!
 //! **Promises**: positions grow in listing order (S3 returns keys in UTF-8 binary order; a
 //! manifest's line numbers), so a run resumes by listing after its checkpoint's position
 //! (`StartAfter`, or skipping lines). An object the filters leave out is [`Entry::Skipped`]; one
 //! no event can be made for is [`Entry::Failed`] with the reason, never dropped silently.
 //!
-//! **Limits**: S3 Inventory reports and `--gif-id meta:NAME` (a HeadObject per object) are not
-//! built yet and are refused with a message saying so. A listing request is retried 5 times
+//! **Limits**: A listing request is retried 5 times
 //! (0.5 s doubling) before the run stops; its checkpoint stays, so `--resume` continues.
 
 use std::path::PathBuf;
@@ -17,14 +17,17 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-/// How an S3 object's `gif_id` is derived (`--gif-id`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// How an S3 object's `gif_id` is derived (`--gif-id`; kept in the checkpoint as that text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum GifIdRule {
-    /// The key's file name without its extension (`uploads/2019/abc123.gif` → `abc123`).
+    /// `stem`: the key's file name without its extension (`uploads/2019/abc123.gif` → `abc123`).
     Stem,
-    /// The whole key.
+    /// `key`: the whole key.
     Key,
+    /// `meta:NAME`: the object's user metadata `NAME` (`x-amz-meta-NAME`), read with a
+    /// HeadObject per object; an object without it is counted as failed.
+    Meta(String),
 }
 
 impl std::str::FromStr for GifIdRule {
@@ -33,19 +36,35 @@ impl std::str::FromStr for GifIdRule {
         match s {
             "stem" => Ok(Self::Stem),
             "key" => Ok(Self::Key),
-            m if m.starts_with("meta:") => {
-                Err("--gif-id meta:NAME (a HeadObject per object) is not supported yet".into())
-            }
-            other => Err(format!("--gif-id {other:?}: expected stem or key")),
+            m if m.starts_with("meta:") && m.len() > 5 => Ok(Self::Meta(m[5..].to_ascii_lowercase())),
+            other => Err(format!("--gif-id {other:?}: expected stem, key or meta:NAME")),
+        }
+    }
+}
+
+impl TryFrom<String> for GifIdRule {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<GifIdRule> for String {
+    fn from(r: GifIdRule) -> String {
+        match r {
+            GifIdRule::Stem => "stem".into(),
+            GifIdRule::Key => "key".into(),
+            GifIdRule::Meta(n) => format!("meta:{n}"),
         }
     }
 }
 
 impl GifIdRule {
-    /// The gif id of `key`; `None` when it would be empty.
-    pub fn gif_id(self, key: &str) -> Option<String> {
+    /// The gif id of `key`; `None` when it would be empty. A `meta:` rule gives the key here:
+    /// the id is read from the object (see [`Item::meta`]).
+    pub fn gif_id(&self, key: &str) -> Option<String> {
         let id = match self {
-            Self::Key => key,
+            Self::Key | Self::Meta(_) => key,
             Self::Stem => {
                 let name = key.rsplit('/').next().unwrap_or(key);
                 match name.rfind('.') {
@@ -75,12 +94,75 @@ pub enum SourceSpec {
     /// A JSON-lines file of `{"gif_id","s3_uri"}` (optionally `"uploaded_at"`, RFC 3339; else
     /// the run's start time).
     Manifest { path: PathBuf },
+    /// The objects of an S3 Inventory report (`manifest.json`'s URI), filtered as `S3`.
+    Inventory {
+        manifest: String,
+        suffix: String,
+        modified_after: Option<String>,
+        modified_before: Option<String>,
+        gif_id: GifIdRule,
+    },
+}
+
+/// The filters and identity rule of a listing of S3 objects (a prefix or an inventory).
+#[derive(Debug, Clone)]
+pub struct Filters {
+    suffix: String,
+    after: Option<DateTime<Utc>>,
+    before: Option<DateTime<Utc>>,
+    gif_id: GifIdRule,
+}
+
+impl Filters {
+    /// # Errors
+    /// A time that is not RFC 3339.
+    pub fn new(
+        suffix: &str,
+        after: &Option<String>,
+        before: &Option<String>,
+        gif_id: GifIdRule,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            suffix: suffix.to_ascii_lowercase(),
+            after: parse_time("--modified-after", after)?,
+            before: parse_time("--modified-before", before)?,
+            gif_id,
+        })
+    }
+
+    /// The entry of object `bucket`/`key`, last modified at `modified`.
+    pub fn entry(&self, bucket: &str, key: &str, modified: Option<DateTime<Utc>>) -> Entry {
+        if !key.to_ascii_lowercase().ends_with(&self.suffix) {
+            return Entry::Skipped;
+        }
+        if self.after.is_some() || self.before.is_some() {
+            let Some(m) = modified else { return Entry::Failed(format!("{key}: no LastModified to filter by")) };
+            if self.after.is_some_and(|a| m < a) || self.before.is_some_and(|b| m >= b) {
+                return Entry::Skipped;
+            }
+        }
+        let Some(gif_id) = self.gif_id.gif_id(key) else {
+            return Entry::Failed(format!("{key}: the gif id would be empty"));
+        };
+        Entry::Item(Item {
+            gif_id,
+            meta: match &self.gif_id {
+                GifIdRule::Meta(name) => Some(name.clone()),
+                _ => None,
+            },
+            s3_uri: format!("s3://{bucket}/{key}"),
+            uploaded_at: rfc3339(modified.unwrap_or_else(Utc::now)),
+        })
+    }
 }
 
 /// One object ready to be enqueued.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     pub gif_id: String,
+    /// The user-metadata name the gif id is to be read from (`--gif-id meta:NAME`); `gif_id` is
+    /// then a placeholder.
+    pub meta: Option<String>,
     pub s3_uri: String,
     /// RFC 3339, milliseconds, UTC.
     pub uploaded_at: String,
@@ -114,6 +196,7 @@ fn parse_time(flag: &str, v: &Option<String>) -> anyhow::Result<Option<DateTime<
 pub enum Lister {
     S3(S3Lister),
     Manifest(ManifestLister),
+    Inventory(Box<crate::inventory::InventoryLister>),
 }
 
 impl Lister {
@@ -142,15 +225,23 @@ impl Lister {
                     client,
                     bucket: bucket.to_owned(),
                     prefix: prefix.to_owned(),
-                    suffix: suffix.to_ascii_lowercase(),
-                    after: parse_time("--modified-after", modified_after)?,
-                    before: parse_time("--modified-before", modified_before)?,
-                    gif_id: *gif_id,
+                    filters: Filters::new(suffix, modified_after, modified_before, gif_id.clone())?,
                     start_after: position,
                     token: None,
                     page_size,
                     done: false,
                 }))
+            }
+            SourceSpec::Inventory { manifest, suffix, modified_after, modified_before, gif_id } => {
+                let filters = Filters::new(suffix, modified_after, modified_before, gif_id.clone())?;
+                let client = client.context("no S3 client")?;
+                Ok(Self::Inventory(Box::new(crate::inventory::InventoryLister::new(
+                    client,
+                    manifest,
+                    filters,
+                    position,
+                    page_size as usize,
+                )?)))
             }
             SourceSpec::Manifest { path } => {
                 let file = std::fs::File::open(path).with_context(|| format!("opening manifest {}", path.display()))?;
@@ -179,6 +270,7 @@ impl Lister {
         match self {
             Self::S3(l) => l.next_page().await,
             Self::Manifest(l) => l.next_page(),
+            Self::Inventory(l) => l.next_page().await,
         }
     }
 }
@@ -188,10 +280,7 @@ pub struct S3Lister {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-    suffix: String,
-    after: Option<DateTime<Utc>>,
-    before: Option<DateTime<Utc>>,
-    gif_id: GifIdRule,
+    filters: Filters,
     start_after: Option<String>,
     token: Option<String>,
     page_size: i32,
@@ -236,30 +325,10 @@ impl S3Lister {
             .filter_map(|o| {
                 let key = o.key()?.to_owned();
                 let modified = o.last_modified().and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
-                Some((key.clone(), self.entry(&key, modified)))
+                Some((key.clone(), self.filters.entry(&self.bucket, &key, modified)))
             })
             .collect();
         Ok(Some(page))
-    }
-
-    fn entry(&self, key: &str, modified: Option<DateTime<Utc>>) -> Entry {
-        if !key.to_ascii_lowercase().ends_with(&self.suffix) {
-            return Entry::Skipped;
-        }
-        if self.after.is_some() || self.before.is_some() {
-            let Some(m) = modified else { return Entry::Failed(format!("{key}: no LastModified to filter by")) };
-            if self.after.is_some_and(|a| m < a) || self.before.is_some_and(|b| m >= b) {
-                return Entry::Skipped;
-            }
-        }
-        let Some(gif_id) = self.gif_id.gif_id(key) else {
-            return Entry::Failed(format!("{key}: the gif id would be empty"));
-        };
-        Entry::Item(Item {
-            gif_id,
-            s3_uri: format!("s3://{}/{key}", self.bucket),
-            uploaded_at: rfc3339(modified.unwrap_or_else(Utc::now)),
-        })
     }
 }
 
@@ -322,7 +391,7 @@ fn manifest_entry(line: &str, n: u64, default_time: &str) -> Entry {
             Err(e) => return Entry::Failed(format!("manifest line {n}: uploaded_at {t:?}: {e}")),
         },
     };
-    Entry::Item(Item { gif_id: l.gif_id, s3_uri: l.s3_uri, uploaded_at })
+    Entry::Item(Item { gif_id: l.gif_id, meta: None, s3_uri: l.s3_uri, uploaded_at })
 }
 
 #[cfg(test)]
@@ -336,7 +405,13 @@ mod tests {
         assert_eq!(GifIdRule::Stem.gif_id("x/.hidden").as_deref(), Some(".hidden"));
         assert_eq!(GifIdRule::Stem.gif_id("x/").as_deref(), None);
         assert_eq!(GifIdRule::Key.gif_id("x/a.gif").as_deref(), Some("x/a.gif"));
-        assert!("meta:gif-id".parse::<GifIdRule>().unwrap_err().contains("not supported yet"));
+        assert_eq!(
+            "meta:Gif-Id".parse::<GifIdRule>(),
+            Ok(GifIdRule::Meta("gif-id".into())),
+            "S3 lower-cases metadata names"
+        );
+        assert_eq!(String::from(GifIdRule::Meta("gif-id".into())), "meta:gif-id");
+        assert!("meta:".parse::<GifIdRule>().is_err());
         assert!("name".parse::<GifIdRule>().is_err());
     }
 
@@ -360,6 +435,7 @@ mod tests {
             p1[0].1,
             Entry::Item(Item {
                 gif_id: "a".into(),
+                meta: None,
                 s3_uri: "s3://b/a.gif".into(),
                 uploaded_at: "2026-12-06T10:00:00.000Z".into()
             })

@@ -190,3 +190,120 @@ async fn the_rate_is_held() {
     let rate = (ts.len() - 1) as f64 / ((ts[ts.len() - 1] - ts[0]) as f64 / 1000.0);
     assert!((45.0..=55.0).contains(&rate), "{rate:.1} events/s for --rate 50 (wall {wall:.1} s)");
 }
+
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+/// An S3 Inventory report (CSV, gzip, two data files, URL-encoded keys) on the S3 server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_report_is_a_source() {
+    let broker = Broker::start(PARTITIONS).await;
+    broker.create_topics(&[TOPIC], PARTITIONS).await;
+    let s3 = S3Server::start();
+    s3.create_bucket("inventory").await;
+    let prefix = "media/all-objects/2026-12-06T00-00Z";
+    let manifest = serde_json::json!({
+        "sourceBucket": "media",
+        "destinationBucket": "arn:aws:s3:::inventory",
+        "version": "2016-11-30",
+        "creationTimestamp": "1796515200000",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, LastModifiedDate",
+        "files": [
+            {"key": format!("{prefix}/data/a.csv.gz"), "size": 1, "MD5checksum": "x"},
+            {"key": format!("{prefix}/data/b.csv.gz"), "size": 1, "MD5checksum": "x"}
+        ]
+    });
+    s3.put("inventory", &format!("{prefix}/manifest.json"), manifest.to_string().into_bytes()).await;
+    s3.put(
+        "inventory",
+        &format!("{prefix}/data/a.csv.gz"),
+        gzip(concat!(
+            "\"media\",\"uploads/my+cat.gif\",\"10\",\"2021-05-01T10:00:00.000Z\"\n",
+            "\"media\",\"uploads/1%2B1.gif\",\"10\",\"2019-01-01T00:00:00.000Z\"\n",
+            "\"media\",\"uploads/README.txt\",\"10\",\"2021-05-01T10:00:00.000Z\"\n",
+        )),
+    )
+    .await;
+    s3.put(
+        "inventory",
+        &format!("{prefix}/data/b.csv.gz"),
+        gzip("\"media\",\"uploads/caf%C3%A9.gif\",\"10\",\"2022-02-02T02:02:02.000Z\"\n"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = backfill(&broker, &s3, dir.path());
+    c.args([
+        "--inventory",
+        &format!("s3://inventory/{prefix}/manifest.json"),
+        "--modified-after",
+        "2020-01-01T00:00:00Z",
+    ]);
+    let (lines, run_id) = run_to_end(c);
+    assert!(lines.last().unwrap().contains("finished: listed 4, enqueued 2, skipped 2, failed 0"), "{lines:?}");
+    let mut got: Vec<(String, String, String)> = events(&broker)
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                e["event_id"],
+                autotag_contract::ids::backfill_event_id(&run_id, e["s3_uri"].as_str().unwrap()).as_str()
+            );
+            (
+                e["s3_uri"].as_str().unwrap().into(),
+                e["gif_id"].as_str().unwrap().into(),
+                e["uploaded_at"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("s3://media/uploads/café.gif".into(), "café".into(), "2022-02-02T02:02:02.000Z".into()),
+            ("s3://media/uploads/my cat.gif".into(), "my cat".into(), "2021-05-01T10:00:00.000Z".into()),
+        ],
+        "keys decoded (+ is a space), LastModifiedDate is uploaded_at, the 2019 one filtered out"
+    );
+}
+
+/// `--gif-id meta:NAME` reads the id from each object's user metadata (an object without it is
+/// counted as failed), and the checkpoint can be an S3 object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gif_ids_from_metadata_and_a_checkpoint_on_s3() {
+    let broker = Broker::start(PARTITIONS).await;
+    broker.create_topics(&[TOPIC], PARTITIONS).await;
+    let s3 = S3Server::start();
+    s3.create_bucket("media").await;
+    let client = s3.client().await;
+    for (key, id) in [("u/a.gif", Some("G-1")), ("u/b.gif", Some("G-2")), ("u/c.gif", None)] {
+        let mut put = client.put_object().bucket("media").key(key).body(b"GIF89a".to_vec().into());
+        if let Some(id) = id {
+            put = put.metadata("gif-id", id);
+        }
+        put.send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = backfill(&broker, &s3, dir.path());
+    c.args(["--from", "s3://media/u/", "--gif-id", "meta:gif-id", "--checkpoint", "s3://media/checkpoints/run.json"]);
+    let (lines, run_id) = run_to_end(c);
+    assert!(lines.last().unwrap().contains("finished: listed 3, enqueued 2, skipped 0, failed 1"), "{lines:?}");
+    let mut got: Vec<(String, String)> = events(&broker)
+        .iter()
+        .map(|e| (e["gif_id"].as_str().unwrap().into(), e["s3_uri"].as_str().unwrap().into()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("G-1".into(), "s3://media/u/a.gif".into()), ("G-2".into(), "s3://media/u/b.gif".into())]);
+    let cp: Value = serde_json::from_slice(&s3.get("media", "checkpoints/run.json").await).unwrap();
+    assert_eq!((cp["run_id"].as_str(), &cp["finished"]), (Some(run_id.as_str()), &Value::Bool(true)), "{cp}");
+    assert_eq!(cp["source"]["gif_id"], "meta:gif-id");
+    assert!(!dir.path().join(".autotag").exists(), "no local checkpoint");
+    // Resuming a finished run from its S3 checkpoint sends nothing more.
+    let mut c = backfill(&broker, &s3, dir.path());
+    c.args(["--resume", &run_id, "--checkpoint", "s3://media/checkpoints/run.json"]);
+    run_to_end(c);
+    assert_eq!(events(&broker).len(), 2);
+}
