@@ -172,7 +172,7 @@ async fn s3_outage_pauses_and_recovers_without_dead_letters() {
     while outage.elapsed() < Duration::from_secs(6) {
         collect_outputs(&consumer, &mut out, Duration::from_millis(300), |_| false).await;
         saw_not_ready |= http_get(w.metrics_port, "/readyz").is_some_and(|(c, _)| c == 503);
-        saw_paused |= w.metrics().lines().any(|l| l.starts_with("autotag_consumer_paused 1"));
+        saw_paused |= w.metrics().lines().any(|l| l.starts_with("autotag_consumer_paused{lane=\"live\"} 1"));
     }
     assert!(out.iter().all(|r| r.topic == SUGGESTIONS), "dead letters during the outage: {out:#?}");
     assert!(saw_not_ready, "/readyz should report the S3 outage");

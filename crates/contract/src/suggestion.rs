@@ -35,6 +35,16 @@ pub enum Source {
     Backfill,
 }
 
+impl Source {
+    /// The wire name (`live`, `backfill`), also the worker's `lane` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Backfill => "backfill",
+        }
+    }
+}
+
 /// Tag suggestions for one GIF (topic `gif-tag-suggestions`, key `gif_id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suggestion {
@@ -62,6 +72,10 @@ pub struct Suggestion {
     /// no `existing_tags`. Added without a schema version bump (new optional field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_tag_scores: Option<Vec<TagScore>>,
+    /// The backfill run of the upload event (`source: backfill`), so a run's results can be
+    /// told apart; absent on live suggestions. Added without a schema version bump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_run_id: Option<String>,
 }
 
 impl Suggestion {
@@ -86,6 +100,7 @@ impl Suggestion {
             produced_at: now_rfc3339(),
             warnings: None,
             existing_tag_scores: None,
+            backfill_run_id: upload.backfill_run_id.clone(),
         }
     }
 

@@ -35,7 +35,7 @@ pub const ENV_PREFIX: &str = "AUTOTAG__";
 pub const ALL_SECTIONS: &[&str] = &[
     // Shared.
     "kafka", "s3", "retry", "metrics", "shutdown", // The worker.
-    "model", "frames", "batch", "pipeline", "limits",   // The feedback API.
+    "model", "frames", "batch", "pipeline", "lanes", "limits",   // The feedback API.
     "feedback", // The relabel job.
     "relabel",  // The backfill command.
     "backfill",

@@ -22,6 +22,8 @@ use serde_json::Value;
 pub const UPLOADS: &str = "gif-uploads";
 pub const SUGGESTIONS: &str = "gif-tag-suggestions";
 pub const DLQ: &str = "gif-uploads-dlq";
+/// The worker's backfill lane (`autotag backfill` writes it).
+pub const BACKFILL: &str = "gif-backfill";
 pub const ACCESS_KEY: &str = "autotag-test-key";
 pub const SECRET_KEY: &str = "autotag-test-secret";
 
@@ -196,11 +198,16 @@ impl Broker {
 
     /// Committed offsets of `group` on the uploads topic, per partition.
     pub fn committed(&self, group: &str, partitions: i32) -> HashMap<i32, i64> {
+        self.committed_on(group, UPLOADS, partitions)
+    }
+
+    /// The committed offsets of `group` on `topic`, by partition.
+    pub fn committed_on(&self, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
         let c: StreamConsumer =
             ClientConfig::new().set("bootstrap.servers", self.brokers()).set("group.id", group).create().unwrap();
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..partitions {
-            tpl.add_partition(UPLOADS, p);
+            tpl.add_partition(topic, p);
         }
         let got = c.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets");
         got.elements()

@@ -27,6 +27,7 @@ pub struct WorkerConfig {
     pub frames: FramesConfig,
     pub batch: BatchConfig,
     pub pipeline: PipelineConfig,
+    pub lanes: LanesConfig,
     pub limits: DecodeLimits,
     pub retry: RetryConfig,
     pub metrics: MetricsConfig,
@@ -35,7 +36,7 @@ pub struct WorkerConfig {
 
 impl ServiceConfig for WorkerConfig {
     const SECTIONS: &'static [&'static str] =
-        &["kafka", "s3", "model", "frames", "batch", "pipeline", "limits", "retry", "metrics", "shutdown"];
+        &["kafka", "s3", "model", "frames", "batch", "pipeline", "lanes", "limits", "retry", "metrics", "shutdown"];
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
@@ -55,6 +56,12 @@ impl ServiceConfig for WorkerConfig {
             return bad("pipeline.max_in_flight and pipeline.channel_capacity must be >= 1");
         }
         self.s3.validate().map_err(ConfigError::Invalid)?;
+        if !(self.lanes.backfill_share > 0.0 && self.lanes.backfill_share <= 1.0) {
+            return bad("lanes.backfill_share must be within (0, 1]");
+        }
+        if self.lanes.backfill_enabled && self.lanes.backfill_topic == self.kafka.topics.uploads {
+            return bad("lanes.backfill_topic must not be kafka.topics.uploads");
+        }
         Ok(())
     }
 }
@@ -66,6 +73,28 @@ impl WorkerConfig {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             n => n,
         }
+    }
+}
+
+/// The backfill lane (`[lanes]`, issue 15): historical GIFs replayed by `autotag backfill` fill
+/// idle capacity and give way to live uploads. Lanes are decided by topic, not by the event's
+/// `source`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LanesConfig {
+    /// Consume the backfill topic at all.
+    pub backfill_enabled: bool,
+    /// The backfill topic; consumed by its own consumer in the group `<kafka.group_id>-backfill`
+    /// (its offsets and rebalances never touch the live lane's).
+    pub backfill_topic: String,
+    /// The backfill lane's share of `pipeline.max_in_flight` (at least one event), on top of
+    /// the live lane's own `max_in_flight`; it takes no new event while live work waits.
+    pub backfill_share: f64,
+}
+
+impl Default for LanesConfig {
+    fn default() -> Self {
+        Self { backfill_enabled: true, backfill_topic: "gif-backfill".into(), backfill_share: 0.5 }
     }
 }
 

@@ -77,6 +77,18 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         .context("creating the Kafka consumer")?;
     consumer::subscribe(&consumer, &[&cfg.kafka.topics.uploads]).context("subscribing")?;
     info!(topic = %cfg.kafka.topics.uploads, group = %cfg.kafka.group_id, "consuming");
+    let backfill_consumer = if cfg.lanes.backfill_enabled {
+        let offsets = Offsets::default();
+        let group = format!("{}-backfill", cfg.kafka.group_id);
+        let c =
+            consumer::create_consumer(&cfg.kafka, &group, offsets.clone(), Arc::new(Health::new(&[CONSUMER_JOINED])))
+                .context("creating the backfill consumer")?;
+        consumer::subscribe(&c, &[&cfg.lanes.backfill_topic]).context("subscribing to the backfill topic")?;
+        info!(topic = %cfg.lanes.backfill_topic, %group, share = cfg.lanes.backfill_share, "consuming the backfill lane");
+        Some((c, offsets))
+    } else {
+        None
+    };
 
     let (job_tx, job_rx) = mpsc::channel(cap);
     let (fetched_tx, fetched_rx) = mpsc::channel(decode_threads * 2);
@@ -88,7 +100,6 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             suggestions_topic: cfg.kafka.topics.suggestions.clone(),
             dead_letter_topic: cfg.kafka.topics.dead_letters.clone(),
             model: info.model.clone(),
-            offsets: offsets.clone(),
             retry: cfg.retry.clone(),
             health: health.clone(),
             outcomes: outcome_rx,
@@ -135,6 +146,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         .run(),
     );
     let in_flight = Arc::new(Semaphore::new(cfg.pipeline.max_in_flight));
+    let live_waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let source_task = tokio::spawn(
         SourceStage {
             consumer: consumer.clone(),
@@ -145,13 +157,42 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             pause_after: cfg.pipeline.pause_after,
             commit_interval: cfg.kafka.commit_interval,
             source: Source::Live,
-            jobs: job_tx,
-            // The last sender: when the source stops, the pipeline drains.
-            outcomes: outcome_tx,
+            waiting: Some(live_waiting.clone()),
+            yield_to: None,
+            jobs: job_tx.clone(),
+            outcomes: outcome_tx.clone(),
             shutdown: shutdown.clone(),
         }
         .run(),
     );
+    // The backfill lane: its own consumer group, offsets and capacity; it gives way to live work.
+    let backfill = match &backfill_consumer {
+        Some((consumer, offsets)) => {
+            let cap = ((cfg.pipeline.max_in_flight as f64 * cfg.lanes.backfill_share).ceil() as usize).max(1);
+            Some(tokio::spawn(
+                SourceStage {
+                    consumer: consumer.clone(),
+                    offsets: offsets.clone(),
+                    committer: consumer::Committer::new(consumer.clone(), offsets.clone()),
+                    in_flight: Arc::new(Semaphore::new(cap)),
+                    resume_at: (cap / 2).max(1),
+                    pause_after: cfg.pipeline.pause_after,
+                    commit_interval: cfg.kafka.commit_interval,
+                    source: Source::Backfill,
+                    waiting: None,
+                    yield_to: Some(live_waiting.clone()),
+                    jobs: job_tx.clone(),
+                    outcomes: outcome_tx.clone(),
+                    shutdown: shutdown.clone(),
+                }
+                .run(),
+            ))
+        }
+        None => None,
+    };
+    // The sources hold the last senders: when they stop, the pipeline drains.
+    drop(job_tx);
+    drop(outcome_tx);
     let gauge = {
         let in_flight = in_flight.clone();
         let max = cfg.pipeline.max_in_flight;
@@ -167,6 +208,9 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         _ = stop => info!("shutdown requested"),
         r = source_task => warn!(result = ?r, "source stopped on its own"),
     }
+    // The backfill source stops on the same signal (below); it is not awaited separately: the
+    // pipeline drains once both sources have dropped their senders.
+    drop(backfill);
     let started = Instant::now();
     ctl.stop();
     let deadline = cfg.shutdown.deadline;
@@ -179,7 +223,13 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         commit_final(&consumer_for_commit, &offsets_for_commit, 3, Duration::from_millis(200))
     })
     .await;
-    let pending = offsets.lock().pending();
+    let mut pending = offsets.lock().pending();
+    if let Some((c, o)) = backfill_consumer {
+        let (c2, o2) = (c.clone(), o.clone());
+        let _ = tokio::task::spawn_blocking(move || commit_final(&c2, &o2, 3, Duration::from_millis(200))).await;
+        pending += o.lock().pending();
+        c.unsubscribe();
+    }
     // Leaving the group now hands the partitions over at once instead of
     // after the session timeout.
     consumer.unsubscribe();

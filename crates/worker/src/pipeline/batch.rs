@@ -214,6 +214,7 @@ mod tests {
             generation: 1,
             consumed_at: std::time::Instant::now(),
             source: Source::Live,
+            offsets: autotag_infra::offsets::Offsets::default(),
             _permit: None,
         };
         Decoded {

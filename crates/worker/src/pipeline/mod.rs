@@ -59,14 +59,17 @@ pub struct Ticket {
     pub generation: u64,
     pub consumed_at: Instant,
     pub source: Source,
+    /// The offsets of the record's lane (each lane has its consumer and its watermark).
+    pub offsets: autotag_infra::offsets::Offsets,
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Ticket {
-    /// Mark this ticket's record finished (its outcome is durably written).
-    pub fn complete(&self, offsets: &autotag_infra::offsets::Offsets) {
+    /// Mark this ticket's record finished (its outcome is durably written) in its lane's
+    /// offsets.
+    pub fn complete(&self) {
         let r = &self.record;
-        offsets.complete(&r.topic, r.partition, r.offset, self.generation);
+        self.offsets.complete(&r.topic, r.partition, r.offset, self.generation);
     }
 }
 

@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use autotag_contract::{DeadLetter, ModelRef, Reason, Suggestion};
-use autotag_infra::offsets::Offsets;
 use autotag_infra::retry::{Retrier, RetryConfig};
 use autotag_infra::shutdown::Shutdown;
 use autotag_infra::telemetry::Health;
@@ -46,7 +45,6 @@ pub struct PublishStage {
     pub suggestions_topic: String,
     pub dead_letter_topic: String,
     pub model: ModelRef,
-    pub offsets: Offsets,
     pub retry: RetryConfig,
     pub health: Arc<Health>,
     pub outcomes: mpsc::Receiver<Outcome>,
@@ -93,7 +91,7 @@ impl PublishStage {
                 o = self.outcomes.recv(), if pending.len() < self.max_pending => match o {
                     Some(o) => {
                         let (ticket, out) = self.render(o);
-                        pending.push(send(self.producer.clone(), ticket, out, self.offsets.clone(),
+                        pending.push(send(self.producer.clone(), ticket, out,
                             self.retry.clone(), self.health.clone(), self.shutdown.clone()));
                     }
                     None => break,
@@ -113,7 +111,6 @@ async fn send(
     producer: FutureProducer,
     ticket: Ticket,
     out: Output,
-    offsets: Offsets,
     retry: RetryConfig,
     health: Arc<Health>,
     mut shutdown: Shutdown,
@@ -131,10 +128,11 @@ async fn send(
         match result {
             Ok(delivery) => {
                 debug!(topic = %out.topic, partition = delivery.partition, offset = delivery.offset, "published");
-                ticket.complete(&offsets);
+                ticket.complete();
                 match out.kind {
                     OutputKind::Suggestion { uploaded_at } => {
-                        metrics::counter!(telemetry::SUGGESTIONS_PUBLISHED).increment(1);
+                        metrics::counter!(telemetry::SUGGESTIONS_PUBLISHED, "lane" => ticket.source.as_str())
+                            .increment(1);
                         let lag = (chrono::Utc::now() - uploaded_at).num_milliseconds().max(0) as f64 / 1000.0;
                         metrics::histogram!(telemetry::END_TO_END_SECONDS).record(lag);
                     }
@@ -143,7 +141,7 @@ async fn send(
                             .increment(1);
                     }
                 }
-                metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "pipeline")
+                metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "pipeline", "lane" => ticket.source.as_str())
                     .record(ticket.consumed_at.elapsed().as_secs_f64());
                 return;
             }

@@ -2,6 +2,12 @@
 //! (`autotag_infra::offsets`; a commit counts once the broker confirmed it,
 //! `autotag_infra::consumer`).
 //!
+//! Lanes: the worker runs one source per lane (issue 15): live uploads and the backfill, each
+//! with its own consumer (group), offsets and in-flight semaphore (the backfill's is
+//! `lanes.backfill_share` of `pipeline.max_in_flight`). The live source raises `waiting` while
+//! it waits for capacity; the backfill source takes no new record while it is raised (it
+//! pauses its partitions after `pause_after_ms`, as under backpressure).
+//!
 //! Backpressure: each record takes a permit of the in-flight semaphore and
 //! holds it until its outcome is acknowledged. When no permit comes within
 //! `pause_after_ms`, the assigned partitions are paused (the consumer keeps
@@ -11,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use autotag_contract::{Source, Stage, parse_upload};
@@ -37,6 +44,10 @@ pub struct SourceStage {
     pub pause_after: Duration,
     pub commit_interval: Duration,
     pub source: Source,
+    /// Live lane: raised while this source waits for capacity.
+    pub waiting: Option<Arc<AtomicBool>>,
+    /// Backfill lane: take no new record while this is raised (live work waits).
+    pub yield_to: Option<Arc<AtomicBool>>,
     pub jobs: mpsc::Sender<Job>,
     pub outcomes: mpsc::Sender<Outcome>,
     pub shutdown: Shutdown,
@@ -54,14 +65,25 @@ impl SourceStage {
         // prefetch: every arrival re-pauses the whole assignment.
         let mut held: VecDeque<OwnedMessage> = VecDeque::new();
         loop {
-            // 1. Capacity: take a permit, pausing the partitions if it takes too long.
-            let permit = match self.in_flight.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
+            // 1. Capacity: take a permit, pausing the partitions if it takes too long. A
+            // backfill lane also waits while live work waits.
+            let yielding = || self.yield_to.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
+            let immediate = if yielding() { None } else { self.in_flight.clone().try_acquire_owned().ok() };
+            let permit = match immediate {
+                Some(p) => p,
+                None => {
+                    if let Some(w) = &self.waiting {
+                        w.store(true, Ordering::Relaxed);
+                    }
                     let waited = Instant::now();
                     let permit = loop {
                         tokio::select! {
-                            p = self.in_flight.clone().acquire_owned() => break p.ok(),
+                            p = self.in_flight.clone().acquire_owned(), if !yielding() => match p {
+                                Ok(p) if yielding() => drop(p),
+                                p => break p.ok(),
+                            },
+                            // Re-check the live lane's flag now and then.
+                            _ = tokio::time::sleep(Duration::from_millis(20)), if self.yield_to.is_some() => {}
                             _ = commit_tick.tick() => self.committer.tick(),
                             _ = self.shutdown.stopped() => break None,
                             // Keep polling while paused: it serves the group protocol and
@@ -80,6 +102,9 @@ impl SourceStage {
                             }
                         }
                     };
+                    if let Some(w) = &self.waiting {
+                        w.store(false, Ordering::Relaxed);
+                    }
                     match permit {
                         Some(p) => p,
                         None => break,
@@ -125,12 +150,12 @@ impl SourceStage {
         if let Err(e) = r {
             warn!(error = %e, pause, "pause/resume failed");
         }
-        metrics::gauge!(telemetry::CONSUMER_PAUSED).set(if pause { 1.0 } else { 0.0 });
+        metrics::gauge!(telemetry::CONSUMER_PAUSED, "lane" => self.source.as_str()).set(if pause { 1.0 } else { 0.0 });
     }
 
     /// Register the record and send it on; false when downstream is gone.
     async fn dispatch(&mut self, msg: OwnedMessage, permit: tokio::sync::OwnedSemaphorePermit) -> bool {
-        metrics::counter!(telemetry::EVENTS_CONSUMED).increment(1);
+        metrics::counter!(telemetry::EVENTS_CONSUMED, "lane" => self.source.as_str()).increment(1);
         let generation = self.offsets.lock().register(msg.topic(), msg.partition(), msg.offset());
         let record = Record {
             topic: msg.topic().to_owned(),
@@ -140,8 +165,14 @@ impl SourceStage {
             payload: msg.payload().map(<[u8]>::to_vec),
         };
         let parsed = parse_upload(record.payload.as_deref());
-        let ticket =
-            Ticket { record, generation, consumed_at: Instant::now(), source: self.source, _permit: Some(permit) };
+        let ticket = Ticket {
+            record,
+            generation,
+            consumed_at: Instant::now(),
+            source: self.source,
+            offsets: self.offsets.clone(),
+            _permit: Some(permit),
+        };
         match parsed {
             Ok(upload) => {
                 debug!(gif_id = %upload.event.gif_id, offset = ticket.record.offset, "consumed");
