@@ -160,6 +160,10 @@ pub struct DeadLetter {
     pub payload_base64: Option<String>,
     /// RFC 3339.
     pub failed_at: String,
+    /// The backfill run of the upload event, when its payload names one (issue 15). Added
+    /// without a schema version bump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_run_id: Option<String>,
 }
 
 impl DeadLetter {
@@ -179,7 +183,8 @@ impl DeadLetter {
             schema_version: SCHEMA_VERSION,
             event_id: ids::deterministic_id(&name),
             upload_event_id: upload_ids.as_ref().and_then(|i| i.event_id.clone()),
-            gif_id: upload_ids.and_then(|i| i.gif_id),
+            gif_id: upload_ids.as_ref().and_then(|i| i.gif_id.clone()),
+            backfill_run_id: upload_ids.and_then(|i| i.backfill_run_id),
             origin,
             stage,
             reason: reason.as_str().to_owned(),
@@ -198,6 +203,8 @@ struct UploadIds {
     event_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     gif_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    backfill_run_id: Option<String>,
 }
 
 fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -230,6 +237,18 @@ mod tests {
         assert_eq!(d.gif_id.as_deref(), Some("g1"));
         assert_eq!(d.payload.as_deref(), Some(GOOD));
         assert_eq!(d.reason, "object_not_found");
+    }
+
+    #[test]
+    fn a_backfill_events_dead_letter_names_its_run() {
+        let o = RecordOrigin { topic: "gif-backfill".into(), partition: 0, offset: 3, key: None };
+        let payload = br#"{"event_id":"e","gif_id":"g","source":"backfill","backfill_run_id":"run-7"}"#;
+        let d = DeadLetter::new(o.clone(), Some(payload), Stage::Fetch, Reason::ObjectNotFound, "x".into());
+        assert_eq!(d.backfill_run_id.as_deref(), Some("run-7"));
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["backfill_run_id"], "run-7");
+        let d = DeadLetter::new(o, Some(b"{\"event_id\":\"e\"}"), Stage::Fetch, Reason::ObjectNotFound, "x".into());
+        assert!(serde_json::to_value(&d).unwrap().get("backfill_run_id").is_none(), "absent on live events");
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     let (job_tx, job_rx) = mpsc::channel(cap);
     let (fetched_tx, fetched_rx) = mpsc::channel(decode_threads * 2);
     let (decoded_tx, decoded_rx) = mpsc::channel(decode_threads * 2);
+    let (backfill_decoded_tx, backfill_decoded_rx) = if cfg.lanes.backfill_enabled {
+        let (tx, rx) = mpsc::channel(decode_threads * 2);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
 
     let publish = tokio::spawn(
         PublishStage {
@@ -113,6 +119,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             batcher: Batcher::new(cfg.batch.max_batch, info.side),
             max_delay: cfg.batch.max_delay,
             decoded: decoded_rx,
+            backfill: backfill_decoded_rx,
             batches: batch_tx,
             ready: model_free,
             shutdown: shutdown.clone(),
@@ -127,6 +134,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             timeout: cfg.pipeline.decode_timeout,
             fetched: fetched_rx,
             decoded: decoded_tx,
+            decoded_backfill: backfill_decoded_tx,
             outcomes: outcome_tx.clone(),
         }
         .run(),

@@ -29,7 +29,11 @@ pub struct DecodeStage {
     pub limits: DecodeLimits,
     pub timeout: Duration,
     pub fetched: mpsc::Receiver<Fetched>,
+    /// Decoded live GIFs.
     pub decoded: mpsc::Sender<Decoded>,
+    /// Decoded backfill GIFs (the batch stage takes them only to fill what live frames leave);
+    /// `None`: everything goes to `decoded`.
+    pub decoded_backfill: Option<mpsc::Sender<Decoded>>,
     pub outcomes: mpsc::Sender<Outcome>,
 }
 
@@ -41,7 +45,11 @@ impl DecodeStage {
         while let Some(Fetched { job, bytes, reserved }) = self.fetched.recv().await {
             let Ok(permit) = pool.clone().acquire_owned().await else { break };
             let (spec, limits, timeout) = (self.spec, limits.clone(), self.timeout);
-            let (decoded, outcomes) = (self.decoded.clone(), self.outcomes.clone());
+            let decoded = match (&self.decoded_backfill, job.ticket.source) {
+                (Some(b), autotag_contract::Source::Backfill) => b.clone(),
+                _ => self.decoded.clone(),
+            };
+            let outcomes = self.outcomes.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
                 let work = tokio::task::spawn_blocking(move || {
