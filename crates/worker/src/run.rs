@@ -92,6 +92,12 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
 
     let (job_tx, job_rx) = mpsc::channel(cap);
     let (fetched_tx, fetched_rx) = mpsc::channel(decode_threads * 2);
+    let (backfill_fetched_tx, backfill_fetched_rx) = if cfg.lanes.backfill_enabled {
+        let (tx, rx) = mpsc::channel(decode_threads * 2);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let (decoded_tx, decoded_rx) = mpsc::channel(decode_threads * 2);
     let (backfill_decoded_tx, backfill_decoded_rx) = if cfg.lanes.backfill_enabled {
         let (tx, rx) = mpsc::channel(decode_threads * 2);
@@ -133,6 +139,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             limits: cfg.limits.clone(),
             timeout: cfg.pipeline.decode_timeout,
             fetched: fetched_rx,
+            fetched_backfill: backfill_fetched_rx,
             decoded: decoded_tx,
             decoded_backfill: backfill_decoded_tx,
             outcomes: outcome_tx.clone(),
@@ -147,6 +154,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             health: health.clone(),
             jobs: job_rx,
             fetched: fetched_tx,
+            fetched_backfill: backfill_fetched_tx,
             outcomes: outcome_tx.clone(),
             shutdown: shutdown.clone(),
             budget: ByteBudget::new(cfg.s3.max_bytes_in_flight),

@@ -29,6 +29,8 @@ pub struct DecodeStage {
     pub limits: DecodeLimits,
     pub timeout: Duration,
     pub fetched: mpsc::Receiver<Fetched>,
+    /// Fetched backfill GIFs: a free decode thread takes a live GIF first (issue 15).
+    pub fetched_backfill: Option<mpsc::Receiver<Fetched>>,
     /// Decoded live GIFs.
     pub decoded: mpsc::Sender<Decoded>,
     /// Decoded backfill GIFs (the batch stage takes them only to fill what live frames leave);
@@ -42,8 +44,29 @@ impl DecodeStage {
         let pool = Arc::new(Semaphore::new(self.threads.max(1)));
         let limits = Arc::new(self.limits.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        while let Some(Fetched { job, bytes, reserved }) = self.fetched.recv().await {
+        let mut live_open = true;
+        loop {
+            // A free decode thread first, then the next GIF, live before backfill.
             let Ok(permit) = pool.clone().acquire_owned().await else { break };
+            let next = tokio::select! {
+                biased;
+                f = self.fetched.recv(), if live_open => match f {
+                    Some(f) => Some(f),
+                    None => {
+                        live_open = false;
+                        continue;
+                    }
+                },
+                f = next_fetched(self.fetched_backfill.as_mut()), if self.fetched_backfill.is_some() => match f {
+                    Some(f) => Some(f),
+                    None => {
+                        self.fetched_backfill = None;
+                        if live_open { continue } else { None }
+                    }
+                },
+                else => None,
+            };
+            let Some(Fetched { job, bytes, reserved }) = next else { break };
             let (spec, limits, timeout) = (self.spec, limits.clone(), self.timeout);
             let decoded = match (&self.decoded_backfill, job.ticket.source) {
                 (Some(b), autotag_contract::Source::Backfill) => b.clone(),
@@ -100,6 +123,14 @@ impl DecodeStage {
         }
         while tasks.join_next().await.is_some() {}
         debug!("decode stage drained");
+    }
+}
+
+/// The next fetched backfill GIF, or never when there is no backfill lane.
+async fn next_fetched(rx: Option<&mut mpsc::Receiver<Fetched>>) -> Option<Fetched> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

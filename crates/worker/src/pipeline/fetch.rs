@@ -75,6 +75,8 @@ pub struct FetchStage {
     pub health: Arc<Health>,
     pub jobs: mpsc::Receiver<Job>,
     pub fetched: mpsc::Sender<Fetched>,
+    /// Fetched backfill GIFs (decode takes live ones first); `None`: everything to `fetched`.
+    pub fetched_backfill: Option<mpsc::Sender<Fetched>>,
     pub outcomes: mpsc::Sender<Outcome>,
     pub shutdown: Shutdown,
     /// Shared with nobody else: reservations travel with the bytes to decode.
@@ -89,7 +91,11 @@ impl FetchStage {
             let Ok(permit) = limit.clone().acquire_owned().await else { break };
             let client = self.client.clone();
             let (s3, retry, health) = (self.s3.clone(), self.retry.clone(), self.health.clone());
-            let (fetched, outcomes, shutdown) = (self.fetched.clone(), self.outcomes.clone(), self.shutdown.clone());
+            let fetched = match (&self.fetched_backfill, job.ticket.source) {
+                (Some(b), autotag_contract::Source::Backfill) => b.clone(),
+                _ => self.fetched.clone(),
+            };
+            let (outcomes, shutdown) = (self.outcomes.clone(), self.shutdown.clone());
             let budget = self.budget.clone();
             tasks.spawn(async move {
                 let _permit = permit;
