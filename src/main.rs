@@ -123,12 +123,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Eval { labels, json, semantic_threshold, dump_frames, embeddings } => {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
-            let default = std::path::Path::new("tools/tag_embeddings.json");
-            let embeddings = match embeddings {
-                Some(p) => Some(autotag_eval::embeddings::TagEmbeddings::load(&p)?),
-                None if default.exists() => Some(autotag_eval::embeddings::TagEmbeddings::load(default)?),
-                None => None,
-            };
+            let embeddings = autotag_eval::embeddings::TagEmbeddings::load_or_default(embeddings.as_deref())?;
             let opts = autotag_eval::runner::RunOptions { semantic_threshold, dump_frames, embeddings };
             rt.block_on(async {
                 let out = autotag_eval::runner::run(&cfg, &labels, &opts).await?;

@@ -23,7 +23,24 @@ pub struct TagEmbeddings {
     tags: HashMap<String, Vec<f32>>,
 }
 
+/// Where `autotag eval` looks for tag embeddings when `--embeddings` is not given (relative to
+/// the working directory: the checkout's committed file).
+pub const DEFAULT_PATH: &str = "tools/tag_embeddings.json";
+
 impl TagEmbeddings {
+    /// `explicit` if given (it must load), else [`DEFAULT_PATH`] when it exists, else `None`
+    /// (semantic not computed).
+    ///
+    /// # Errors
+    /// A file that is there but cannot be read or is not an embeddings file.
+    pub fn load_or_default(explicit: Option<&Path>) -> anyhow::Result<Option<Self>> {
+        match explicit {
+            Some(p) => Self::load(p).map(Some),
+            None if Path::new(DEFAULT_PATH).exists() => Self::load(Path::new(DEFAULT_PATH)).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Read and check an embeddings file.
     ///
     /// # Errors

@@ -5,7 +5,7 @@
 //! frames across GIFs.
 
 use autotag_contract::TagScore;
-use autotag_model::scoring::{Accumulator, luma_std};
+use autotag_model::scoring::{Accumulator, frame_lumas};
 use autotag_model::{Backend, ModelInfo};
 use gifcodec::{DecodeLimits, SampleSpec, decode_and_sample};
 
@@ -18,7 +18,7 @@ pub struct Tagged {
     /// `eval` ranks the whole vocabulary by it.
     pub scores: Vec<f32>,
     pub frames_sampled: usize,
-    /// Each sampled frame's scores (vocabulary order) and its [`luma_std`]: what calibration of
+    /// Each sampled frame's scores (vocabulary order) and its luma std ([`frame_lumas`]): what calibration of
     /// the scoring reads (`autotag eval --dump-frames`).
     pub frames: Vec<FrameScores>,
 }
@@ -63,10 +63,8 @@ impl Tagger {
             .map_err(|e| TagError { reason: e.reason().as_str().to_owned(), message: e.to_string() })?;
         let n = self.backend.num_tags();
         let mut acc = Accumulator::new(n, frames.count);
-        let side = self.info.side as usize;
         let mut per_frame = Vec::with_capacity(frames.count);
-        for (i, (frame, rgb)) in out.chunks(n).zip(frames.rgb.chunks(side * side * 3)).enumerate() {
-            let luma = luma_std(rgb);
+        for (i, (frame, luma)) in out.chunks(n).zip(frame_lumas(&frames.rgb, self.info.side)).enumerate() {
             acc.set_frame(i, frame, luma);
             per_frame.push(FrameScores { luma_std: luma, scores: frame.to_vec() });
         }

@@ -270,6 +270,13 @@ pub fn luma_std(rgb: &[u8]) -> f32 {
     ((sq / n as f64 - mean * mean).max(0.0)).sqrt() as f32
 }
 
+/// [`luma_std`] of each frame of a sampled batch: `rgb` holds frames of `side` × `side` × 3 bytes
+/// one after the other (NHWC, what the decoder's sampling returns and the model takes).
+pub fn frame_lumas(rgb: &[u8], side: u32) -> Vec<f32> {
+    let frame = (side as usize * side as usize * 3).max(1);
+    rgb.chunks(frame).map(luma_std).collect()
+}
+
 /// A score as published: clamped to `[0, 1]` (guards against fp drift past 1) and rounded to
 /// 4 decimals for readable output.
 fn rounded(score: f32) -> f32 {
@@ -407,6 +414,18 @@ mod tests {
         let mut two = [0u8, 0, 0].repeat(50);
         two.extend([255u8, 255, 255].repeat(50));
         assert!((luma_std(&two) - 127.5).abs() < 1e-3, "{}", luma_std(&two));
+    }
+
+    #[test]
+    fn frame_lumas_are_per_sampled_frame() {
+        // Two 2×2 frames: a uniform one, then a half black, half white one.
+        let mut rgb = [9u8; 12].to_vec();
+        rgb.extend([0u8; 6]);
+        rgb.extend([255u8; 6]);
+        let l = frame_lumas(&rgb, 2);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0], 0.0);
+        assert!((l[1] - 127.5).abs() < 1e-3);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::pipeline::batch::{BatchStage, Batcher};
 use crate::pipeline::decode::DecodeStage;
 use crate::pipeline::fetch::FetchStage;
 use crate::pipeline::infer::{self, InferSettings};
+use crate::pipeline::lane_channel;
 use crate::pipeline::publish::PublishStage;
 use crate::pipeline::source::SourceStage;
 use crate::telemetry;
@@ -92,19 +93,9 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
 
     let (job_tx, job_rx) = mpsc::channel(cap);
     let (fetched_tx, fetched_rx) = mpsc::channel(decode_threads * 2);
-    let (backfill_fetched_tx, backfill_fetched_rx) = if cfg.lanes.backfill_enabled {
-        let (tx, rx) = mpsc::channel(decode_threads * 2);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (backfill_fetched_tx, backfill_fetched_rx) = lane_channel(cfg.lanes.backfill_enabled, decode_threads * 2);
     let (decoded_tx, decoded_rx) = mpsc::channel(decode_threads * 2);
-    let (backfill_decoded_tx, backfill_decoded_rx) = if cfg.lanes.backfill_enabled {
-        let (tx, rx) = mpsc::channel(decode_threads * 2);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (backfill_decoded_tx, backfill_decoded_rx) = lane_channel(cfg.lanes.backfill_enabled, decode_threads * 2);
 
     let publish = tokio::spawn(
         PublishStage {

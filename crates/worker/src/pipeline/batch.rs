@@ -18,7 +18,7 @@ use tracing::debug;
 use autotag_infra::shutdown::Shutdown;
 use gifcodec::SampledFrames;
 
-use super::Job;
+use super::{Job, recv_lane};
 use crate::telemetry;
 
 /// A decoded GIF on its way to the batcher.
@@ -152,14 +152,6 @@ fn top_up(batcher: &mut Batcher, first: Option<Decoded>, backfill: Option<&mut m
     full
 }
 
-/// The next backfill GIF, or never when there is no backfill lane.
-async fn next_backfill(rx: Option<&mut mpsc::Receiver<Decoded>>) -> Option<Decoded> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The batch stage.
 ///
 /// A batch is handed to the model only when the model can take it: the
@@ -200,34 +192,24 @@ impl BatchStage {
                 _ = self.shutdown.aborted() => return,
                 d = self.decoded.recv() => match d {
                     Some(d) => {
-                        for b in self.batcher.push(d) {
-                            // Full: wait until the model can take it (backpressure
-                            // reaches decode through the bounded channel meanwhile).
-                            if !self.send(b).await {
-                                return;
-                            }
+                        if !push(&mut self.batcher, &self.ready, &self.batches, d).await {
+                            return;
                         }
                     }
                     None => {
                         // Draining: the backfill lane's last GIFs, then the rest.
-                        if let Some(d) = waiting.take() {
-                            for b in self.batcher.push(d) {
-                                if !self.send(b).await {
+                        if let Some(d) = waiting.take() && !push(&mut self.batcher, &self.ready, &self.batches, d).await {
+                            return;
+                        }
+                        if let Some(mut bf) = self.backfill.take() {
+                            while let Some(d) = bf.recv().await {
+                                if !push(&mut self.batcher, &self.ready, &self.batches, d).await {
                                     return;
                                 }
                             }
                         }
-                        if let Some(mut bf) = self.backfill.take() {
-                            while let Some(d) = bf.recv().await {
-                                for b in self.batcher.push(d) {
-                                    if !self.send(b).await {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
                         if let Some(b) = self.batcher.flush() {
-                            self.send(b).await;
+                            send(&self.ready, &self.batches, b).await;
                         }
                         debug!("batch stage drained");
                         return;
@@ -239,17 +221,17 @@ impl BatchStage {
                     if let Ok(p) = p { p.forget(); }
                     let mut full = top_up(&mut self.batcher, waiting.take(), self.backfill.as_mut());
                     let first = if full.is_empty() { self.batcher.flush() } else { Some(full.remove(0)) };
-                    if let Some(b) = first && !self.deliver(b).await {
+                    if let Some(b) = first && !deliver(&self.batches, b).await {
                         return;
                     }
                     for b in full {
-                        if !self.send(b).await {
+                        if !send(&self.ready, &self.batches, b).await {
                             return;
                         }
                     }
                 }
                 // Learn that backfill waits (wakes the loop; the GIF waits for the model).
-                d = next_backfill(self.backfill.as_mut()), if waiting.is_none() => match d {
+                d = recv_lane(self.backfill.as_mut()), if waiting.is_none() => match d {
                     Some(d) => waiting = Some(d),
                     None => self.backfill = None,
                 },
@@ -257,20 +239,32 @@ impl BatchStage {
             }
         }
     }
+}
 
-    /// Wait for the model to be ready, then hand it the batch.
-    async fn send(&self, b: Batch) -> bool {
-        match self.ready.acquire().await {
-            Ok(p) => p.forget(),
-            Err(_) => return false,
+/// Add a GIF; send the batches that became full, each when the model can take it
+/// (backpressure reaches decode through the bounded channel meanwhile). False when the model is
+/// gone.
+async fn push(batcher: &mut Batcher, ready: &Semaphore, batches: &mpsc::Sender<Batch>, d: Decoded) -> bool {
+    for b in batcher.push(d) {
+        if !send(ready, batches, b).await {
+            return false;
         }
-        self.deliver(b).await
     }
+    true
+}
 
-    async fn deliver(&self, b: Batch) -> bool {
-        metrics::histogram!(telemetry::BATCH_SIZE).record(b.n as f64);
-        self.batches.send(b).await.is_ok()
+/// Wait for the model to be ready, then hand it the batch.
+async fn send(ready: &Semaphore, batches: &mpsc::Sender<Batch>, b: Batch) -> bool {
+    match ready.acquire().await {
+        Ok(p) => p.forget(),
+        Err(_) => return false,
     }
+    deliver(batches, b).await
+}
+
+async fn deliver(batches: &mpsc::Sender<Batch>, b: Batch) -> bool {
+    metrics::histogram!(telemetry::BATCH_SIZE).record(b.n as f64);
+    batches.send(b).await.is_ok()
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use autotag_contract::{Reason, Stage};
-use autotag_model::scoring::luma_std;
+use autotag_model::scoring::frame_lumas;
 use gifcodec::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
 
-use super::Outcome;
 use super::batch::Decoded;
 use super::fetch::Fetched;
+use super::{Outcome, recv_lane};
 use crate::telemetry;
 
 /// The decode stage.
@@ -57,7 +57,7 @@ impl DecodeStage {
                         continue;
                     }
                 },
-                f = next_fetched(self.fetched_backfill.as_mut()), if self.fetched_backfill.is_some() => match f {
+                f = recv_lane(self.fetched_backfill.as_mut()), if self.fetched_backfill.is_some() => match f {
                     Some(f) => Some(f),
                     None => {
                         self.fetched_backfill = None;
@@ -84,8 +84,7 @@ impl DecodeStage {
                     // How much each frame shows, where the pixels are (content-free frames
                     // contribute nothing to the GIF's tags: `autotag_model::scoring`).
                     frames.map(|f| {
-                        let frame_bytes = (f.width as usize * f.height as usize * 3).max(1);
-                        let luma = f.rgb.chunks(frame_bytes).map(luma_std).collect::<Vec<f32>>();
+                        let luma = frame_lumas(&f.rgb, spec.size);
                         (f, luma)
                     })
                 });
@@ -123,14 +122,6 @@ impl DecodeStage {
         }
         while tasks.join_next().await.is_some() {}
         debug!("decode stage drained");
-    }
-}
-
-/// The next fetched backfill GIF, or never when there is no backfill lane.
-async fn next_fetched(rx: Option<&mut mpsc::Receiver<Fetched>>) -> Option<Fetched> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

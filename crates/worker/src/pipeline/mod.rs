@@ -105,6 +105,28 @@ pub enum Outcome {
     },
 }
 
+/// The next item of a lane's receiver, or never when the lane is off (a `select!` arm that
+/// stays pending).
+pub(crate) async fn recv_lane<T>(rx: Option<&mut tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A bounded channel for the backfill lane, when it is on.
+pub(crate) fn lane_channel<T>(
+    on: bool,
+    cap: usize,
+) -> (Option<tokio::sync::mpsc::Sender<T>>, Option<tokio::sync::mpsc::Receiver<T>>) {
+    if on {
+        let (tx, rx) = tokio::sync::mpsc::channel(cap);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    }
+}
+
 impl Outcome {
     pub fn failed(ticket: Ticket, stage: Stage, reason: Reason, message: impl Into<String>) -> Self {
         Outcome::Failed { ticket, stage, reason, message: message.into() }
