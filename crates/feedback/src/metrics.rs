@@ -13,8 +13,6 @@ pub const REQUEST_SECONDS: &str = "autotag_feedback_request_duration_seconds";
 pub const PUBLISH_SECONDS: &str = "autotag_feedback_publish_duration_seconds";
 /// Requests being served now (at most `max_concurrent_requests`).
 pub const IN_FLIGHT: &str = "autotag_feedback_requests_in_flight";
-/// Producers rebuilt after a fatal librdkafka error or a failed batch (see `publish`).
-pub const PRODUCER_REBUILDS: &str = "autotag_feedback_producer_rebuilds_total";
 /// Tokens file reloads on SIGHUP, by `result` (`ok`, `error`): a failed reload keeps the old
 /// tokens, so an operator must see it here.
 pub const TOKEN_RELOADS: &str = "autotag_feedback_token_reloads_total";
@@ -39,7 +37,6 @@ pub fn describe() {
     metrics::describe_histogram!(REQUEST_SECONDS, "Request headers received to answer sent, by status");
     metrics::describe_histogram!(PUBLISH_SECONDS, "Batch produced to its last acknowledgement or the deadline");
     metrics::describe_gauge!(IN_FLIGHT, "Feedback requests being served");
-    metrics::describe_counter!(PRODUCER_REBUILDS, "Producers rebuilt after a fatal librdkafka error or a failed batch");
     metrics::describe_histogram!(BATCH_EVENTS, "Events per accepted request");
     metrics::describe_counter!(TOKEN_RELOADS, "Tokens file reloads on SIGHUP, by result (ok, error)");
 }

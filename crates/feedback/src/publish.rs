@@ -2,7 +2,8 @@
 //! every record, within a deadline.
 //!
 //! **Owns** the service's one producer (built by `autotag_infra::kafka`: idempotent, `acks=all`,
-//! `murmur2_random`, the operator's pass-through keys) and its replacement after a fatal error.
+//! `murmur2_random`, the operator's pass-through keys), held in the shared
+//! `autotag_infra::producer::ProducerHandle` that replaces it when it can no longer deliver.
 //!
 //! **Promises**: [`Publisher::publish`] returns `Ok` only once the broker acknowledged every
 //! record of the batch (that is what a 202 means). Otherwise it returns
@@ -12,24 +13,21 @@
 //! longer than the deadline, so librdkafka gives up on a record about when the caller does and
 //! nothing queued outlives a request by much.
 //!
-//! **Recovery**: the producer is rebuilt (a new producer id, fresh sequence numbers) when
+//! **Recovery** (the handle's rule, `rebuild_when_stuck` on): the producer is rebuilt when
 //! librdkafka reported a *fatal* error, and also after a batch failed while the current producer
-//! is at least one deadline old: an idempotent producer whose records timed out must bump its
-//! epoch before it can send again, and a broker that lost its state (or does not support that
-//! bump, like Tansu) leaves it stuck without a fatal error (measured: still refusing 60 s after
-//! the broker returned). Records of the old producer were already answered 503, so nothing is
-//! lost; at most one rebuild per deadline keeps an outage from churning producers.
+//! is at least one deadline old (its `message.timeout.ms`); see `autotag_infra::producer`.
+//! Records of the old producer were already answered 503, so nothing is lost; at most one
+//! rebuild per deadline keeps an outage from churning producers.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use autotag_contract::FeedbackRecord;
 use autotag_infra::kafka::{self, KafkaConfig};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use autotag_infra::producer::{Policy, ProducerHandle};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::time::Instant;
-
-use crate::metrics;
 
 /// Why a batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +43,11 @@ pub enum PublishError {
 
 /// The producer of the feedback topic.
 pub struct Publisher {
-    kafka: KafkaConfig,
     topic: String,
     deadline: Duration,
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: ProducerHandle,
     /// The producer's `message.max.bytes`: a larger record is refused before anything is sent.
     max_message_bytes: usize,
-    /// When the current producer was built.
-    built: std::sync::Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -67,14 +62,13 @@ impl Publisher {
     /// # Errors
     /// librdkafka refused the configuration (an unknown pass-through key, named).
     pub fn new(kafka: &KafkaConfig, topic: &str, deadline: Duration) -> Result<Self, KafkaError> {
-        let producer = build(kafka, deadline)?;
+        let config = producer_config(kafka, deadline);
+        let policy = Policy::for_config(&config, true);
         Ok(Self {
-            kafka: kafka.clone(),
             topic: topic.to_owned(),
             deadline,
-            producer: RwLock::new(Arc::new(producer)),
+            producer: ProducerHandle::new(config, policy)?,
             max_message_bytes: max_message_bytes(kafka, deadline),
-            built: std::sync::Mutex::new(Instant::now()),
         })
     }
 
@@ -85,7 +79,7 @@ impl Publisher {
 
     /// The current producer (tests and readiness checks use its client).
     pub fn producer(&self) -> Arc<FutureProducer> {
-        self.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.producer.current()
     }
 
     /// Produce `records` (key `gif_id`) and wait until the broker acknowledged all of them.
@@ -114,19 +108,19 @@ impl Publisher {
             match producer.send_result(record) {
                 Ok(d) => deliveries.push(d),
                 Err((e, _)) => {
-                    failure = Some(e.to_string());
+                    failure = Some(e);
                     break;
                 }
             }
         }
         if failure.is_none() {
             match tokio::time::timeout_at(until, futures::future::join_all(deliveries)).await {
-                Err(_) => failure = Some(format!("not acknowledged within {:?}", self.deadline)),
+                Err(_) => failure = Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
                 Ok(results) => {
                     failure = results.into_iter().find_map(|r| match r {
                         Ok(Ok(_)) => None,
-                        Ok(Err((e, _))) => Some(e.to_string()),
-                        Err(_) => Some("the producer dropped the record".to_owned()),
+                        Ok(Err((e, _))) => Some(e),
+                        Err(_) => Some(KafkaError::Canceled),
                     });
                 }
             }
@@ -134,61 +128,23 @@ impl Publisher {
         match failure {
             None => Ok(()),
             Some(error) => {
-                self.recover(&producer);
-                Err(PublishError::Unavailable(error))
-            }
-        }
-    }
-
-    /// After a failed batch: replace `failed` by a new producer if librdkafka reported a fatal
-    /// error on it, or if it is at least one deadline old (see the module doc), unless another
-    /// request replaced it already or is rebuilding it now. The new producer is built without
-    /// holding the lock every request reads the producer through, and off the async workers'
-    /// schedule (`block_in_place`); the old one is dropped on a blocking thread (dropping one
-    /// purges and flushes for up to 500 ms).
-    fn recover(&self, failed: &Arc<FutureProducer>) {
-        let fatal = failed.client().fatal_error();
-        // Another request rebuilding: it replaces the same producer.
-        let Ok(mut built) = self.built.try_lock() else { return };
-        if fatal.is_none() && built.elapsed() < self.deadline {
-            return;
-        }
-        if !Arc::ptr_eq(&self.producer(), failed) {
-            return;
-        }
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let fresh = if multi_thread {
-            tokio::task::block_in_place(|| build(&self.kafka, self.deadline))
-        } else {
-            build(&self.kafka, self.deadline)
-        };
-        match fresh {
-            Ok(p) => {
-                let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
-                match &fatal {
-                    Some((code, reason)) => {
-                        tracing::warn!(?code, %reason, "the producer hit a fatal error; rebuilt it")
+                self.producer.recover(&producer, &error);
+                let message = match error {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                        format!("not acknowledged within {:?}", self.deadline)
                     }
-                    None => tracing::info!("a batch failed; rebuilt the producer"),
-                }
-                ::metrics::counter!(metrics::PRODUCER_REBUILDS).increment(1);
-                let old = std::mem::replace(&mut *current, Arc::new(p));
-                *built = Instant::now();
-                tokio::task::spawn_blocking(move || drop(old));
+                    KafkaError::Canceled => "the producer dropped the record".to_owned(),
+                    e => e.to_string(),
+                };
+                Err(PublishError::Unavailable(message))
             }
-            Err(e) => tracing::error!(error = %e, "cannot rebuild the producer"),
         }
     }
 
     /// Wait up to `timeout` for records still queued (shutdown).
     pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer().flush(timeout);
+        self.producer.flush(timeout);
     }
-}
-
-fn build(kafka: &KafkaConfig, deadline: Duration) -> Result<FutureProducer, KafkaError> {
-    producer_config(kafka, deadline).create()
 }
 
 /// The producer's `message.max.bytes` (librdkafka's default, 1 000 000, unless the operator set
@@ -226,7 +182,7 @@ mod tests {
         assert_eq!(producer_config(&low, Duration::from_millis(1500)).get("message.timeout.ms"), Some("700"));
         let cc = producer_config(&KafkaConfig::default(), Duration::from_millis(3));
         assert_eq!(cc.get("linger.ms"), Some("0"), "linger must stay below the message timeout");
-        assert!(build(&KafkaConfig::default(), Duration::from_millis(1500)).is_ok());
+        assert!(Publisher::new(&KafkaConfig::default(), "t", Duration::from_millis(1500)).is_ok());
     }
 
     /// A record over `message.max.bytes` is refused before anything is sent (no broker needed:

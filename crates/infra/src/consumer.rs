@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::kafka::{KafkaConfig, Role, client_config};
-use crate::offsets::Offsets;
+use crate::offsets::{Offsets, TopicPartition};
 use crate::telemetry::{self, Health};
 
 /// librdkafka callbacks of the group consumer.
@@ -41,10 +41,18 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-                let final_offsets = self.offsets.lock().revoke(&parts);
-                info!(partitions = ?parts, commits = ?final_offsets, "partitions revoked");
+                let parts = partitions_of(tpl);
+                // A lost assignment (session timed out, e.g. during a broker outage) may belong
+                // to another member already: commit nothing for it (librdkafka's rule).
+                let lost = consumer.assignment_lost();
+                let final_offsets = self.offsets.lock().revoke(&parts, lost);
+                if lost {
+                    metrics::counter!(telemetry::LOST_ASSIGNMENTS).increment(1);
+                    warn!(partitions = ?parts, in_flight = self.offsets.lock().pending(),
+                        "assignment lost; what is in flight stays tracked until its outcome is acknowledged");
+                } else {
+                    info!(partitions = ?parts, commits = ?final_offsets, "partitions revoked");
+                }
                 if !final_offsets.is_empty() {
                     match consumer.commit(&to_tpl(&final_offsets), CommitMode::Sync) {
                         Ok(()) => metrics::counter!(telemetry::COMMITTED_OFFSETS).increment(1),
@@ -55,19 +63,61 @@ impl ConsumerContext for GroupContext {
                     }
                 }
             }
-            Rebalance::Assign(_) => {}
+            // Before librdkafka starts fetching: every record of the new assignment is
+            // received in its epoch.
+            Rebalance::Assign(tpl) => self.offsets.lock().assign(&partitions_of(tpl)),
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let parts: Vec<(String, i32)> =
-                tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-            info!(partitions = ?parts, "partitions assigned");
+            metrics::counter!(telemetry::REBALANCES).increment(1);
+            info!(partitions = ?partitions_of(tpl), "partitions assigned");
+            // The base of the new epochs; when the broker does not answer in time, the
+            // committer reads it before its next commit.
+            if let Err(e) = read_bases(consumer, &self.offsets, BASE_TIMEOUT) {
+                warn!(error = %e, "reading the committed offsets of the assignment failed; retried before the next commit");
+            }
             self.health.set(telemetry::CONSUMER_JOINED, true);
         }
     }
+}
+
+/// How long reading the group's committed offsets of new partitions may take.
+const BASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+}
+
+/// Read the group's committed offsets of the assigned partitions whose base is unknown
+/// ([`crate::offsets::OffsetTracker::set_base`]): nothing of a partition is committed before.
+///
+/// # Errors
+/// The broker did not answer within `timeout` (the bases stay unknown, so nothing of those
+/// partitions is committed yet).
+pub fn read_bases<C: Consumer<GroupContext>>(consumer: &C, offsets: &Offsets, timeout: Duration) -> KafkaResult<()> {
+    let todo = offsets.lock().needs_base();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), _) in &todo {
+        tpl.add_partition(t, *p);
+    }
+    let got = consumer.committed_offsets(tpl, timeout)?;
+    let mut tracker = offsets.lock();
+    for ((t, p), epoch) in todo {
+        let Some(e) = got.find_partition(&t, p) else { continue };
+        let committed = match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        tracker.set_base(&t, p, epoch, committed);
+        debug!(topic = %t, partition = p, ?committed, "assignment base");
+    }
+    Ok(())
 }
 
 /// The group consumer's type.
@@ -128,6 +178,11 @@ pub(crate) fn to_tpl(offsets: &[(String, i32, i64)]) -> TopicPartitionList {
 /// # Errors
 /// The broker refused the commit or could not be reached; the offsets stay committable.
 pub fn commit_watermark(consumer: &GroupConsumer, offsets: &Offsets) -> KafkaResult<()> {
+    // Partitions whose base could not be read at assignment: read it now (until then they
+    // are left out of the commit).
+    if let Err(e) = read_bases(consumer, offsets, BASE_TIMEOUT) {
+        warn!(error = %e, "reading the committed offsets of the assignment failed; retried before the next commit");
+    }
     commit_with(offsets, |tpl| consumer.commit(tpl, CommitMode::Sync))
 }
 
@@ -217,7 +272,10 @@ mod tests {
     #[test]
     fn a_failed_commit_is_not_recorded_and_is_re_sent() {
         let offsets = Offsets::default();
-        let g = offsets.lock().register("t", 0, 10);
+        offsets.lock().assign(&[("t".to_owned(), 0)]);
+        let epoch = offsets.lock().epoch_of("t", 0).expect("assigned");
+        offsets.lock().set_base("t", 0, epoch, None);
+        let g = offsets.register_received("t", 0, 10);
         offsets.complete("t", 0, 10, g);
         let mut sent = Vec::new();
         let refused = commit_with(&offsets, |tpl| {

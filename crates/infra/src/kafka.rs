@@ -139,6 +139,21 @@ pub fn create_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> 
     producer_config(cfg).create()
 }
 
+/// The shared producer handle ([`crate::producer`]) of an acked producer, rebuilt after fatal
+/// errors, and with `rebuild_when_stuck` also after a failure once it is older than its
+/// `message.timeout.ms`.
+///
+/// # Errors
+/// librdkafka refused the configuration (an unknown or invalid key, named in the error).
+pub fn create_producer_handle(
+    cfg: &KafkaConfig,
+    rebuild_when_stuck: bool,
+) -> Result<crate::producer::ProducerHandle, KafkaError> {
+    let cc = producer_config(cfg);
+    let policy = crate::producer::Policy::for_config(&cc, rebuild_when_stuck);
+    crate::producer::ProducerHandle::new(cc, policy)
+}
+
 /// The config of a throw-away reader: a fresh group of its own, from the earliest offset, never
 /// committing (`autotag watch`, tests). The operator's consumer keys apply.
 pub fn reader_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {

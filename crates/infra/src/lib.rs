@@ -7,6 +7,8 @@
 //!   pass-through keys, including SASL/TLS), the acked producer's settings;
 //! - [`offsets`] and [`consumer`]: the contiguous offset watermark, and the group consumer
 //!   that commits it and records a commit only once the broker confirmed it;
+//! - [`producer`]: the producer handle every service sends through, rebuilt when librdkafka
+//!   says it can no longer deliver;
 //! - [`s3`]: the S3 client, size-checked GETs with error classification, the byte budget;
 //! - [`retry`]: capped exponential backoff with jitter, and the retrier that marks a
 //!   dependency degraded;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod consumer;
 pub mod kafka;
 pub mod offsets;
+pub mod producer;
 pub mod retry;
 pub mod s3;
 pub mod shutdown;

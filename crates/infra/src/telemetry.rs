@@ -24,6 +24,10 @@ pub const RETRIES: &str = "autotag_retries_total";
 pub const COMMITTED_OFFSETS: &str = "autotag_offset_commits_total";
 /// Offset commits that failed (they are re-sent).
 pub const COMMIT_FAILURES: &str = "autotag_offset_commit_failures_total";
+/// Partition assignments this member received (each rebalance that gave it partitions).
+pub const REBALANCES: &str = "autotag_kafka_rebalances_total";
+/// Assignments lost (session timeout, e.g. a broker outage): nothing of them is committed.
+pub const LOST_ASSIGNMENTS: &str = "autotag_kafka_lost_assignments_total";
 
 /// The readiness condition the group consumer sets once it has partitions.
 pub const CONSUMER_JOINED: &str = "consumer_joined";
@@ -112,6 +116,12 @@ pub fn install_metrics(buckets: &[(&str, &[f64])]) -> anyhow::Result<PrometheusH
     metrics::describe_counter!(RETRIES, "Retries of transient failures, by dependency");
     metrics::describe_counter!(COMMITTED_OFFSETS, "Offset commits confirmed by the group coordinator");
     metrics::describe_counter!(COMMIT_FAILURES, "Offset commits that failed (they are re-sent)");
+    metrics::describe_counter!(
+        crate::producer::PRODUCER_REBUILDS,
+        "Kafka producers rebuilt, by reason: fatal (it can never deliver again) or stuck (failing past its message timeout)"
+    );
+    metrics::describe_counter!(REBALANCES, "Partition assignments received by this member");
+    metrics::describe_counter!(LOST_ASSIGNMENTS, "Assignments lost (session timeout); nothing of them is committed");
     // Give the upkeep task something to do so histograms don't grow unbounded.
     let upkeep = handle.clone();
     std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {

@@ -38,7 +38,7 @@ async fn consume_and_finish(c: &GroupConsumer, offsets: &Offsets, n: usize) {
     while consumed < n {
         assert!(t.elapsed() < Duration::from_secs(30), "consumed only {consumed} of {n}");
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
-            let g = offsets.lock().register(m.topic(), m.partition(), m.offset());
+            let g = offsets.register_received(m.topic(), m.partition(), m.offset());
             offsets.complete(m.topic(), m.partition(), m.offset(), g);
             consumed += 1;
         }
@@ -73,7 +73,7 @@ async fn confirmed_commits_are_recorded_and_held_by_the_coordinator() {
     // stale), so a refused commit is faked at the send in the unit test
     // `consumer::tests::a_failed_commit_is_not_recorded_and_is_re_sent`. Here: after a commit
     // is confirmed, a newly finished record is committable again, and only it.
-    let g = offsets.lock().register(UPLOADS, 0, 5);
+    let g = offsets.register_received(UPLOADS, 0, 5);
     offsets.complete(UPLOADS, 0, 5, g);
     assert_eq!(offsets.lock().committable(), vec![(UPLOADS.to_owned(), 0, 6)]);
     let idle = poll_until(&c, Duration::from_secs(10), || !committer.is_busy()).await;

@@ -92,42 +92,79 @@ impl Drop for Proc {
     }
 }
 
-/// A Tansu broker with in-memory storage.
+/// A Tansu broker on a free loopback port: in-memory storage ([`Broker::start`]) or, for fault
+/// tests, storage in a bucket of an S3 server ([`Broker::start_durable`]), which survives
+/// [`Broker::kill`] + [`Broker::restart`] (docs: environment, "Broker restarts that keep the
+/// data").
 pub struct Broker {
     pub port: u16,
+    /// `--storage-engine` and the environment it needs.
+    storage: String,
+    env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
 impl Broker {
+    /// An in-memory broker with the worker's three topics of `partitions` partitions.
     pub async fn start(partitions: i32) -> Self {
-        let port = free_port();
-        let b = Broker { port, proc: Some(Self::spawn(port)) };
+        let b = Self::launch("memory://tansu/".into(), Vec::new());
         b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
         b
     }
 
-    fn spawn(port: u16) -> Proc {
-        let url = format!("tcp://127.0.0.1:{port}");
+    /// A broker whose topics, records and committed offsets live in `bucket` on `s3` (created
+    /// here), with the worker's three topics. Tansu's S3 store writes producer state, then the
+    /// high watermark, then the batch: a SIGKILL between them can drop a record it acknowledged,
+    /// so a loss test checks acknowledged ids against the topic (docs: environment).
+    pub async fn start_durable(partitions: i32, s3: &S3Server, bucket: &str) -> Self {
+        s3.create_bucket(bucket).await;
+        let env = [
+            ("AWS_ENDPOINT", s3.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let b = Self::launch(format!("s3://{bucket}/"), env);
+        b.create_topics(&[UPLOADS, SUGGESTIONS, DLQ], partitions).await;
+        b
+    }
+
+    fn launch(storage: String, env: Vec<(String, String)>) -> Self {
+        let mut b = Broker { port: free_port(), storage, env, proc: None };
+        b.restart();
+        b
+    }
+
+    /// Kill the broker with SIGKILL (an outage). In-memory storage is lost with it; durable
+    /// storage is not.
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Kill the broker (an outage); see [`Broker::kill`].
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Start it again on the same port and storage. An in-memory broker comes back empty (the
+    /// caller re-creates the topics it needs); a durable one with everything it had.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(local_tool("tansu"))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting tansu");
         let proc = Proc(child);
-        wait_for_port(port, Duration::from_secs(10));
-        proc
-    }
-
-    /// Kill the broker (an outage). Its memory storage is lost.
-    pub fn stop(&mut self) {
-        self.proc = None;
-    }
-
-    /// Start it again on the same port, empty: the caller re-creates the topics it needs.
-    pub fn restart(&mut self) {
-        self.proc = Some(Self::spawn(self.port));
+        wait_for_port(self.port, Duration::from_secs(10));
+        self.proc = Some(proc);
     }
 
     pub fn brokers(&self) -> String {

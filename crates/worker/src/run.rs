@@ -72,7 +72,9 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     health.set(telemetry::MODEL_READY, true);
 
     let s3 = s3::create_client(&cfg.s3).await;
-    let producer = kafka::create_producer(&cfg.kafka).context("creating the Kafka producer")?;
+    // Rebuilt when it can no longer deliver, also when stuck past its message timeout (an
+    // idempotent producer whose records timed out cannot send again on Tansu: issue 24).
+    let producer = Arc::new(kafka::create_producer_handle(&cfg.kafka, true).context("creating the Kafka producer")?);
     let offsets = Offsets::default();
     let consumer = consumer::create_consumer(&cfg.kafka, &cfg.kafka.group_id, offsets.clone(), health.clone())
         .context("creating the Kafka consumer")?;

@@ -54,9 +54,9 @@ impl Record {
 #[derive(Debug)]
 pub struct Ticket {
     pub record: Record,
-    /// Partition-assignment generation at consumption; completions from an
-    /// older generation (the partition was revoked meanwhile) are ignored.
-    pub generation: u64,
+    /// The token of the record's registration in its lane's offsets (the partition's epoch
+    /// when it was received; `autotag_infra::offsets`).
+    pub generation: autotag_infra::offsets::Epoch,
     pub consumed_at: Instant,
     pub source: Source,
     /// The offsets of the record's lane (each lane has its consumer and its watermark).

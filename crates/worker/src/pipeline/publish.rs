@@ -7,18 +7,23 @@
 //!
 //! Sends run concurrently (up to `max_pending`) so that the broker's round
 //! trip never stalls the model. Produce errors are retried with capped
-//! backoff until they succeed or the shutdown deadline abandons them.
+//! backoff until they succeed or the shutdown deadline abandons them. Every
+//! failed delivery is reported to the shared producer handle
+//! (`autotag_infra::producer`), which rebuilds a producer that can no longer
+//! deliver (fenced after a broker restart, or stuck past its message timeout);
+//! the retry then goes through the new one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use autotag_contract::{DeadLetter, ModelRef, Reason, Suggestion};
+use autotag_infra::producer::ProducerHandle;
 use autotag_infra::retry::{Retrier, RetryConfig};
 use autotag_infra::shutdown::Shutdown;
 use autotag_infra::telemetry::Health;
@@ -41,7 +46,7 @@ enum OutputKind {
 
 /// The publish stage.
 pub struct PublishStage {
-    pub producer: FutureProducer,
+    pub producer: Arc<ProducerHandle>,
     pub suggestions_topic: String,
     pub dead_letter_topic: String,
     pub model: ModelRef,
@@ -102,13 +107,13 @@ impl PublishStage {
         while pending.next().await.is_some() {}
         // Flush whatever librdkafka still buffers (all were acknowledged above,
         // unless abandoned).
-        let _ = self.producer.flush(Duration::from_secs(2));
+        self.producer.flush(Duration::from_secs(2));
         info!("publish stage drained");
     }
 }
 
 async fn send(
-    producer: FutureProducer,
+    handle: Arc<ProducerHandle>,
     ticket: Ticket,
     out: Output,
     retry: RetryConfig,
@@ -121,6 +126,7 @@ async fn send(
         if let Some(k) = &out.key {
             rec = rec.key(k);
         }
+        let producer = handle.current();
         let result = tokio::select! {
             r = producer.send(rec, Duration::from_secs(5)) => r,
             _ = shutdown.aborted() => return,
@@ -147,6 +153,7 @@ async fn send(
             }
             Err((e, _)) => {
                 warn!(topic = %out.topic, attempt = retrier.attempts() + 1, error = %e, "produce failed; retrying");
+                handle.recover(&producer, &e);
                 if !retrier.failed(e.to_string(), &mut shutdown).await {
                     return;
                 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use autotag_contract::{Source, Stage, parse_upload};
 use autotag_infra::consumer::{Committer, GroupConsumer};
-use autotag_infra::offsets::Offsets;
+use autotag_infra::offsets::{Epoch, Offsets};
 use autotag_infra::shutdown::Shutdown;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Message, OwnedMessage};
@@ -63,7 +63,9 @@ impl SourceStage {
         // Records that arrived while paused (already fetched, or from a
         // partition assigned during the pause). Bounded by librdkafka's
         // prefetch: every arrival re-pauses the whole assignment.
-        let mut held: VecDeque<OwnedMessage> = VecDeque::new();
+        // Each with its partition's epoch at receipt (`Offsets`: a record of an assignment that
+        // ended meanwhile is tracked as an orphan, never as part of the new one).
+        let mut held: VecDeque<(OwnedMessage, Option<Epoch>)> = VecDeque::new();
         loop {
             // 1. Capacity: take a permit, pausing the partitions if it takes too long. A
             // backfill lane also waits while live work waits.
@@ -90,7 +92,7 @@ impl SourceStage {
                             // max.poll.interval.ms, however long the pressure lasts.
                             m = self.consumer.recv(), if paused => match m {
                                 Ok(m) => {
-                                    held.push_back(m.detach());
+                                    held.push_back(self.received(m.detach()));
                                     self.set_paused(true);
                                 }
                                 Err(e) => warn!(error = %e, "consumer error while paused"),
@@ -124,7 +126,7 @@ impl SourceStage {
                     }
                     tokio::select! {
                         m = self.consumer.recv() => match m {
-                            Ok(m) => break Some(m.detach()),
+                            Ok(m) => break Some(self.received(m.detach())),
                             Err(e) => warn!(error = %e, "consumer error"),
                         },
                         _ = commit_tick.tick() => self.committer.tick(),
@@ -133,8 +135,8 @@ impl SourceStage {
                     }
                 },
             };
-            let Some(msg) = msg else { break };
-            if !self.dispatch(msg, permit).await {
+            let Some((msg, epoch)) = msg else { break };
+            if !self.dispatch(msg, epoch, permit).await {
                 break;
             }
         }
@@ -153,10 +155,22 @@ impl SourceStage {
         metrics::gauge!(telemetry::CONSUMER_PAUSED, "lane" => self.source.as_str()).set(if pause { 1.0 } else { 0.0 });
     }
 
-    /// Register the record and send it on; false when downstream is gone.
-    async fn dispatch(&mut self, msg: OwnedMessage, permit: tokio::sync::OwnedSemaphorePermit) -> bool {
+    /// A record as received: with its partition's epoch now.
+    fn received(&self, msg: OwnedMessage) -> (OwnedMessage, Option<Epoch>) {
+        let epoch = self.offsets.lock().epoch_of(msg.topic(), msg.partition());
+        (msg, epoch)
+    }
+
+    /// Register the record (in the epoch it was received in) and send it on; false when
+    /// downstream is gone.
+    async fn dispatch(
+        &mut self,
+        msg: OwnedMessage,
+        epoch: Option<Epoch>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> bool {
         metrics::counter!(telemetry::EVENTS_CONSUMED, "lane" => self.source.as_str()).increment(1);
-        let generation = self.offsets.lock().register(msg.topic(), msg.partition(), msg.offset());
+        let generation = self.offsets.lock().register(msg.topic(), msg.partition(), msg.offset(), epoch);
         let record = Record {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
