@@ -117,6 +117,43 @@ fn topic_positions(broker: &Broker, partitions: i32) -> HashMap<String, (i32, i6
     out
 }
 
+/// The per-event oracle: every event the broker kept has an outcome, or an offset at or above
+/// its partition's committed offset (a restart redoes it).
+struct Verdict {
+    /// Acknowledged uploads missing from the topic (Tansu's S3 store): reported, not failed.
+    lost_by_broker: Vec<String>,
+    /// Events committed without an outcome: the worker's fault.
+    lost_by_worker: Vec<String>,
+    /// Events without an outcome whose offsets are not committed.
+    redo: usize,
+    /// Outputs per answered event.
+    answered: HashMap<String, usize>,
+}
+
+impl Verdict {
+    fn of(broker: &Broker, group: &str, partitions: i32, all: &HashSet<&str>, out: &[OutputRecord]) -> Self {
+        let positions = topic_positions(broker, partitions);
+        let lost_by_broker = all.iter().filter(|id| !positions.contains_key(**id)).map(|id| id.to_string()).collect();
+        let committed = broker.committed(group, partitions);
+        let answered: HashMap<String, usize> = out.iter().fold(HashMap::new(), |mut m, r| {
+            *m.entry(answered_event(r)).or_default() += 1;
+            m
+        });
+        let mut lost_by_worker = Vec::new();
+        let mut redo = 0;
+        for (id, (p, o)) in &positions {
+            if answered.contains_key(id) {
+                continue;
+            }
+            match committed.get(p) {
+                Some(c) if o < c => lost_by_worker.push(format!("{id} at {p}/{o} (committed {c})")),
+                _ => redo += 1,
+            }
+        }
+        Verdict { lost_by_broker, lost_by_worker, redo, answered }
+    }
+}
+
 /// Acceptance: no record is ever committed before its outcome is acknowledged, across a lost
 /// assignment and re-assignment to the same member. The broker is SIGKILLed for 30 s mid-stream
 /// (longer than the 6 s session timeout and the 10 s message timeout) and restarted on the
@@ -161,25 +198,8 @@ async fn broker_outage_commits_nothing_without_its_outcome() {
     assert_eq!(code, Some(0), "the worker exits cleanly (took {took:?}); log:\n{log}");
     collect_outputs(&consumer, &mut out, Duration::from_secs(5), |_| false).await;
 
-    // Which side lost what: the uploads as the broker kept them.
-    let positions = topic_positions(&broker, PARTITIONS);
-    let lost_by_broker: Vec<&str> = all.iter().copied().filter(|id| !positions.contains_key(*id)).collect();
-    let committed = broker.committed(&env.group, PARTITIONS);
-    let answered: HashMap<String, usize> = out.iter().fold(HashMap::new(), |mut m, r| {
-        *m.entry(answered_event(r)).or_default() += 1;
-        m
-    });
-    let mut lost_by_worker = Vec::new();
-    let mut redo = 0;
-    for (id, (p, o)) in &positions {
-        if answered.contains_key(id) {
-            continue;
-        }
-        match committed.get(p) {
-            Some(c) if o < c => lost_by_worker.push(format!("{id} at {p}/{o} (committed {c})")),
-            _ => redo += 1,
-        }
-    }
+    let verdict = Verdict::of(&broker, &env.group, PARTITIONS, &all, &out);
+    let Verdict { lost_by_broker, lost_by_worker, redo, answered } = verdict;
     let duplicates: usize = answered.values().map(|n| n - 1).sum();
     println!(
         "outage: {} events, {} answered ({} duplicate outputs), {redo} uncommitted to redo, all answered: \
@@ -197,4 +217,95 @@ async fn broker_outage_commits_nothing_without_its_outcome() {
     );
     assert_eq!(ready, Some(200), "ready again after the outage");
     assert!(log.contains("revoked") || log.contains("lost"), "the outage cost the worker its assignment; log:\n{log}");
+}
+
+/// Scenario d: backpressure for longer than `max.poll.interval.ms` (10 s): the S3 server is
+/// stopped for 30 s, so fetches wait, the jobs channel (64, smaller than `max_in_flight`) fills
+/// and the source pauses. It keeps polling while paused, so it stays in the group, and every
+/// event is answered once the pressure lifts (rust-rdkafka #433, confluent-kafka-go #344).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_nothing() {
+    let broker = Broker::start(4).await;
+    let mut s3 = S3Server::start();
+    s3.create_bucket(BUCKET).await;
+    let stills = ["chelsea_static.gif", "coffee_static.gif", "rocket_static.gif"];
+    for f in stills {
+        s3.put(BUCKET, f, read(&testdata(f))).await;
+    }
+    let evs: Vec<(String, String, Vec<u8>)> = (0..400)
+        .map(|i| {
+            let (id, gif) = (format!("pressure-{i}"), format!("gif-{i}"));
+            let payload = upload_event(&id, &gif, BUCKET, stills[i % 3]);
+            (id, gif, payload)
+        })
+        .collect();
+    let records: Vec<(String, Vec<u8>)> = evs.iter().map(|(_, g, p)| (g.clone(), p.clone())).collect();
+    broker.produce_all(UPLOADS, &records).await;
+    let mut env = fault_env(&broker, &s3);
+    env.set("AUTOTAG__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "10000");
+    let mut w = Worker::start(&env, "pressure");
+    w.wait_ready(Duration::from_secs(120));
+    let consumer = broker.output_consumer();
+    let mut out = Vec::new();
+    assert!(collect_outputs(&consumer, &mut out, Duration::from_secs(60), |o| !o.is_empty()).await);
+    s3.stop();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let paused = w.metrics().lines().any(|l| l.starts_with("autotag_consumer_paused{lane=\"live\"} 1"));
+    s3.restart();
+    let all: HashSet<&str> = evs.iter().map(|(id, _, _)| id.as_str()).collect();
+    let done = collect_outputs(&consumer, &mut out, Duration::from_secs(120), |o| {
+        o.iter().map(answered_event).collect::<HashSet<_>>().len() >= all.len()
+    })
+    .await;
+    let (code, _) = w.terminate(Duration::from_secs(30));
+    let log = w.log_text();
+    assert!(done, "not every event answered after the pressure lifted; log:\n{log}");
+    assert_eq!(code, Some(0));
+    assert!(paused, "the source paused under the pressure; log:\n{log}");
+    assert!(!log.contains("maximum poll interval"), "the member left the group; log:\n{log}");
+    assert!(!log.contains("assignment lost"), "the member lost its assignment; log:\n{log}");
+    let dead: Vec<_> = out.iter().filter(|r| r.topic == DLQ).collect();
+    assert!(dead.is_empty(), "a pause is not a failure: {dead:?}");
+    println!("pressure: {} events, {} outputs", all.len(), out.len());
+}
+
+/// Scenario b: an outage longer than `session.timeout.ms`, SIGTERM during it. The worker exits
+/// within its shutdown deadline (10 s; the final commit and the group leave cannot reach the
+/// broker: librdkafka #3740) and commits nothing unfinished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_outage_exits_in_time_and_commits_nothing_unfinished() {
+    const PARTITIONS: i32 = 4;
+    let s3 = S3Server::start();
+    upload_corpus(&s3).await;
+    let mut broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;
+    let env = fault_env(&broker, &s3);
+    let mut w = Worker::start(&env, "outage-sigterm");
+    w.wait_ready(Duration::from_secs(120));
+    let evs = events(200, "sigterm");
+    let unacked = feed(broker.brokers(), evs.clone(), Duration::from_millis(5)).await;
+    assert!(unacked.is_empty(), "the broker refused uploads: {unacked:?}");
+    let consumer = broker.output_consumer();
+    let mut out = Vec::new();
+    assert!(collect_outputs(&consumer, &mut out, Duration::from_secs(60), |o| o.len() >= 20).await);
+    drop(consumer);
+    broker.kill();
+    // Past the session timeout (6 s): the assignment is lost meanwhile.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (code, took) = w.terminate(Duration::from_secs(30));
+    let log = w.log_text();
+    broker.restart();
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    assert!(took <= Duration::from_secs(14), "took {took:?} with a 10 s deadline; log:\n{log}");
+
+    let consumer = broker.output_consumer();
+    collect_outputs(&consumer, &mut out, Duration::from_secs(10), |_| false).await;
+    let all: HashSet<&str> = evs.iter().map(|(id, _, _)| id.as_str()).collect();
+    let v = Verdict::of(&broker, &env.group, PARTITIONS, &all, &out);
+    println!(
+        "sigterm in an outage: exited in {took:?}; {} answered, {} to redo, lost by the broker: {:?}",
+        v.answered.len(),
+        v.redo,
+        v.lost_by_broker
+    );
+    assert!(v.lost_by_worker.is_empty(), "committed without an outcome: {:?}\nlog:\n{log}", v.lost_by_worker);
 }

@@ -10,7 +10,8 @@
 //! its acknowledgements. If that takes longer than `shutdown.deadline_ms`,
 //! the remaining work is abandoned (not committed, so it is redone by the
 //! next owner). Then the contiguous watermark is committed synchronously (re-sent
-//! if it fails) and the consumer leaves the group.
+//! if it fails) and the consumer leaves the group, both within what is left of
+//! the deadline: during a broker outage the worker still exits in time (issue 24).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -225,24 +226,24 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     let deadline = cfg.shutdown.deadline;
     drain(publish, deadline, &ctl, shutdown).await;
     gauge.abort();
-    // The final commit is re-sent while the rest of the deadline allows (drain leaves ~1.5 s).
-    let consumer_for_commit = consumer.clone();
-    let offsets_for_commit = offsets.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        commit_final(&consumer_for_commit, &offsets_for_commit, 3, Duration::from_millis(200))
-    })
-    .await;
+    // The final commits and leaving the groups, bounded by what is left of the deadline (drain
+    // leaves ~1.5 s): with the broker unreachable both can block for long.
     let mut pending = offsets.lock().pending();
+    let mut members = vec![(consumer, offsets)];
     if let Some((c, o)) = backfill_consumer {
-        let (c2, o2) = (c.clone(), o.clone());
-        let _ = tokio::task::spawn_blocking(move || commit_final(&c2, &o2, 3, Duration::from_millis(200))).await;
         pending += o.lock().pending();
-        c.unsubscribe();
+        members.push((c, o));
     }
-    // Leaving the group now hands the partitions over at once instead of
-    // after the session timeout.
-    consumer.unsubscribe();
-    drop(consumer);
+    let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+    if leave_groups(members, left).await {
+        info!("final offsets committed; left the consumer groups");
+    } else {
+        warn!(
+            ?left,
+            "the broker did not answer the final commit or the group leave in time; \
+            uncommitted records are redone by the next owner"
+        );
+    }
     // Let the infer thread finish its current forward pass: exiting the
     // process while libtorch is mid-forward crashes in its static
     // destructors. One batch takes well under a second.
@@ -257,6 +258,28 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     }
     info!(elapsed = ?started.elapsed(), abandoned = pending, "worker stopped");
     Ok(())
+}
+
+/// The final commit of each consumer (re-sent while it fails: [`commit_final`]) and leaving its
+/// group, on a thread of their own, waited for at most `within`. With the broker unreachable
+/// both can block for long (librdkafka #3740: the close hangs on the coordinator); the shutdown
+/// deadline wins, and what is not committed is redone by the next owner (nothing unfinished is
+/// ever committed: `autotag_infra::offsets`). Returns whether they finished in time.
+async fn leave_groups(members: Vec<(Arc<consumer::GroupConsumer>, Offsets)>, within: Duration) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("leave-groups".into()).spawn(move || {
+        for (c, o) in &members {
+            commit_final(c, o, 3, Duration::from_millis(200));
+        }
+        for (c, _) in &members {
+            c.unsubscribe();
+        }
+        // Dropping the last handle closes the consumer (it leaves the group now instead of
+        // after the session timeout).
+        drop(members);
+        let _ = tx.send(());
+    });
+    spawned.is_ok() && tokio::time::timeout(within, rx).await.is_ok_and(|r| r.is_ok())
 }
 
 /// Wait for the publish stage to finish, abandoning in-flight work at the

@@ -8,12 +8,15 @@
 //! it waits for capacity; the backfill source takes no new record while it is raised (it
 //! pauses its partitions after `pause_after_ms`, as under backpressure).
 //!
-//! Backpressure: each record takes a permit of the in-flight semaphore and
-//! holds it until its outcome is acknowledged. When no permit comes within
-//! `pause_after_ms`, the assigned partitions are paused (the consumer keeps
-//! polling, so the group membership stays alive) and resumed when capacity
-//! returns. Waiting a little before pausing avoids flapping: every pause
-//! discards librdkafka's prefetched messages.
+//! Backpressure: each record takes a permit of the in-flight semaphore, held
+//! until its outcome is acknowledged, and a slot in the jobs channel. When
+//! either does not come within `pause_after_ms`, the assigned partitions are
+//! paused and resumed when capacity returns. The source never blocks: while it
+//! waits it keeps polling the consumer (which serves the group protocol and
+//! `max.poll.interval.ms`, however long the pressure lasts) and committing
+//! (issue 24: it used to block in the channel send, which is smaller than
+//! `max_in_flight`, and stop polling). Waiting a little before pausing avoids
+//! flapping: every pause discards librdkafka's prefetched messages.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,7 +29,8 @@ use autotag_infra::offsets::{Epoch, Offsets};
 use autotag_infra::shutdown::Shutdown;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Message, OwnedMessage};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use super::{Job, Outcome, Record, Ticket};
@@ -53,6 +57,24 @@ pub struct SourceStage {
     pub shutdown: Shutdown,
 }
 
+/// Room for one more record: an in-flight permit (held until its outcome is acknowledged) and
+/// a slot in the jobs channel.
+type Capacity = (OwnedSemaphorePermit, OwnedPermit<Job>);
+
+/// [`Capacity`] now, if there is some.
+fn try_capacity(in_flight: &Arc<Semaphore>, jobs: &mpsc::Sender<Job>) -> Option<Capacity> {
+    let permit = in_flight.clone().try_acquire_owned().ok()?;
+    let slot = jobs.clone().try_reserve_owned().ok()?;
+    Some((permit, slot))
+}
+
+/// [`Capacity`] once there is some; `None` when the pipeline is gone (shutdown).
+async fn capacity(in_flight: Arc<Semaphore>, jobs: mpsc::Sender<Job>) -> Option<Capacity> {
+    let permit = in_flight.acquire_owned().await.ok()?;
+    let slot = jobs.reserve_owned().await.ok()?;
+    Some((permit, slot))
+}
+
 impl SourceStage {
     /// Consume until shutdown. Returns when stopping; dropping `jobs` and
     /// `outcomes` then lets the downstream stages drain.
@@ -70,7 +92,7 @@ impl SourceStage {
             // 1. Capacity: take a permit, pausing the partitions if it takes too long. A
             // backfill lane also waits while live work waits.
             let yielding = || self.yield_to.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
-            let immediate = if yielding() { None } else { self.in_flight.clone().try_acquire_owned().ok() };
+            let immediate = if yielding() { None } else { try_capacity(&self.in_flight, &self.jobs) };
             let permit = match immediate {
                 Some(p) => p,
                 None => {
@@ -80,9 +102,9 @@ impl SourceStage {
                     let waited = Instant::now();
                     let permit = loop {
                         tokio::select! {
-                            p = self.in_flight.clone().acquire_owned(), if !yielding() => match p {
-                                Ok(p) if yielding() => drop(p),
-                                p => break p.ok(),
+                            c = capacity(self.in_flight.clone(), self.jobs.clone()), if !yielding() => match c {
+                                Some(c) if yielding() => drop(c),
+                                c => break c,
                             },
                             // Re-check the live lane's flag now and then.
                             _ = tokio::time::sleep(Duration::from_millis(20)), if self.yield_to.is_some() => {}
@@ -163,12 +185,8 @@ impl SourceStage {
 
     /// Register the record (in the epoch it was received in) and send it on; false when
     /// downstream is gone.
-    async fn dispatch(
-        &mut self,
-        msg: OwnedMessage,
-        epoch: Option<Epoch>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> bool {
+    async fn dispatch(&mut self, msg: OwnedMessage, epoch: Option<Epoch>, capacity: Capacity) -> bool {
+        let (permit, slot) = capacity;
         metrics::counter!(telemetry::EVENTS_CONSUMED, "lane" => self.source.as_str()).increment(1);
         let generation = self.offsets.lock().register(msg.topic(), msg.partition(), msg.offset(), epoch);
         let record = Record {
@@ -190,9 +208,11 @@ impl SourceStage {
         match parsed {
             Ok(upload) => {
                 debug!(gif_id = %upload.event.gif_id, offset = ticket.record.offset, "consumed");
-                self.jobs.send(Job { ticket, upload, warnings: Vec::new() }).await.is_ok()
+                slot.send(Job { ticket, upload, warnings: Vec::new() });
+                true
             }
             Err(e) => {
+                drop(slot);
                 warn!(partition = ticket.record.partition, offset = ticket.record.offset, error = %e, "invalid upload event");
                 let reason = e.reason();
                 self.outcomes.send(Outcome::failed(ticket, Stage::Source, reason, e.to_string())).await.is_ok()
