@@ -220,39 +220,27 @@ async fn broker_outage_commits_nothing_without_its_outcome() {
 }
 
 /// Scenario d: backpressure for longer than `max.poll.interval.ms` (10 s): the S3 server is
-/// stopped for 30 s, so fetches wait, the jobs channel (64, smaller than `max_in_flight`) fills
+/// down for the worker's first 30 s, so fetches wait, the jobs channel (64, smaller than `max_in_flight`) fills
 /// and the source pauses. It keeps polling while paused, so it stays in the group, and every
 /// event is answered once the pressure lifts (rust-rdkafka #433, confluent-kafka-go #344).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_nothing() {
     let broker = Broker::start(4).await;
     let mut s3 = S3Server::start();
-    s3.create_bucket(BUCKET).await;
-    let stills = ["chelsea_static.gif", "coffee_static.gif", "rocket_static.gif"];
-    for f in stills {
-        s3.put(BUCKET, f, read(&testdata(f))).await;
-    }
-    let evs: Vec<(String, String, Vec<u8>)> = (0..400)
-        .map(|i| {
-            let (id, gif) = (format!("pressure-{i}"), format!("gif-{i}"));
-            let payload = upload_event(&id, &gif, BUCKET, stills[i % 3]);
-            (id, gif, payload)
-        })
-        .collect();
-    let records: Vec<(String, Vec<u8>)> = evs.iter().map(|(_, g, p)| (g.clone(), p.clone())).collect();
-    broker.produce_all(UPLOADS, &records).await;
+    put_stills(&s3).await;
+    let (ids, _) = still_backlog(&broker, 400, "pressure").await;
     let mut env = fault_env(&broker, &s3);
     env.set("AUTOTAG__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "10000");
+    // The pressure is on from the start: every fetch waits for the S3 server.
+    s3.stop();
     let mut w = Worker::start(&env, "pressure");
     w.wait_ready(Duration::from_secs(120));
-    let consumer = broker.output_consumer();
-    let mut out = Vec::new();
-    assert!(collect_outputs(&consumer, &mut out, Duration::from_secs(60), |o| !o.is_empty()).await);
-    s3.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let paused = w.metrics().lines().any(|l| l.starts_with("autotag_consumer_paused{lane=\"live\"} 1"));
     s3.restart();
-    let all: HashSet<&str> = evs.iter().map(|(id, _, _)| id.as_str()).collect();
+    let consumer = broker.output_consumer();
+    let mut out = Vec::new();
+    let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let done = collect_outputs(&consumer, &mut out, Duration::from_secs(120), |o| {
         o.iter().map(answered_event).collect::<HashSet<_>>().len() >= all.len()
     })
@@ -308,4 +296,193 @@ async fn sigterm_during_an_outage_exits_in_time_and_commits_nothing_unfinished()
         v.lost_by_broker
     );
     assert!(v.lost_by_worker.is_empty(), "committed without an outcome: {:?}\nlog:\n{log}", v.lost_by_worker);
+}
+
+const STILLS: [&str; 3] = ["chelsea_static.gif", "coffee_static.gif", "rocket_static.gif"];
+
+/// The still photos in the bucket.
+async fn put_stills(s3: &S3Server) {
+    s3.create_bucket(BUCKET).await;
+    for f in STILLS {
+        s3.put(BUCKET, f, read(&testdata(f))).await;
+    }
+}
+
+/// `n` upload events of the still photos ([`put_stills`]) on the broker; returns their ids and
+/// the end offset of every partition.
+async fn still_backlog(broker: &Broker, n: usize, prefix: &str) -> (Vec<String>, HashMap<i32, i64>) {
+    let stills = STILLS;
+    let evs: Vec<(String, String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let (id, gif) = (format!("{prefix}-{i}"), format!("gif-{prefix}-{i}"));
+            let payload = upload_event(&id, &gif, BUCKET, stills[i % 3]);
+            (id, gif, payload)
+        })
+        .collect();
+    let records: Vec<(String, Vec<u8>)> = evs.iter().map(|(_, g, p)| (g.clone(), p.clone())).collect();
+    let mut end: HashMap<i32, i64> = HashMap::new();
+    for (p, o) in broker.produce_all(UPLOADS, &records).await {
+        let e = end.entry(p).or_default();
+        *e = (*e).max(o + 1);
+    }
+    (evs.into_iter().map(|(id, _, _)| id).collect(), end)
+}
+
+/// Watches a group's committed offsets every 300 ms and remembers any that moved backwards.
+struct CommitWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(HashMap<i32, i64>, Vec<String>)>,
+}
+
+impl CommitWatch {
+    fn start(brokers: String, group: String, partitions: i32) -> Self {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let c: BaseConsumer =
+                ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+            let mut last: HashMap<i32, i64> = HashMap::new();
+            let mut backwards = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for p in 0..partitions {
+                    tpl.add_partition(UPLOADS, p);
+                }
+                if let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(2)) {
+                    for e in got.elements() {
+                        if let rdkafka::Offset::Offset(o) = e.offset() {
+                            let before = last.insert(e.partition(), o);
+                            if before.is_some_and(|b| o < b) {
+                                backwards.push(format!("partition {}: {} -> {o}", e.partition(), before.unwrap_or(0)));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            (last, backwards)
+        });
+        CommitWatch { stop, task }
+    }
+
+    /// The last committed offsets seen and every backwards move.
+    async fn finish(self) -> (HashMap<i32, i64>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("commit watch")
+    }
+}
+
+/// Scenarios c and e: backpressure pauses the partitions (S3 down), a second member joins and
+/// takes some of them while the first still has their records in flight (late completions for
+/// partitions it no longer owns), then leaves, giving them back while that old work is still
+/// waiting; the pressure lifts. Every partition drains to zero lag (a pause kept by librdkafka
+/// across re-assignment would leave one stuck: openmeter #4987, confluent-kafka-go #193), every
+/// event is answered, and the committed offset never moves backwards (Vector #9587, PR #17497).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_across_revoke_and_reassign_drains_every_partition_and_never_commits_backwards() {
+    const PARTITIONS: i32 = 4;
+    let broker = Broker::start(PARTITIONS).await;
+    let mut s3 = S3Server::start();
+    put_stills(&s3).await;
+    let (ids, end) = still_backlog(&broker, 300, "pause").await;
+    let env = fault_env(&broker, &s3);
+    let watch = CommitWatch::start(broker.brokers(), env.group.clone(), PARTITIONS);
+    // The pressure is on from the start: every fetch waits for the S3 server.
+    s3.stop();
+    let mut a = Worker::start(&env, "pause-a");
+    a.wait_ready(Duration::from_secs(120));
+    let consumer = broker.output_consumer();
+    let mut out = Vec::new();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut b_env = fault_env(&broker, &s3);
+    b_env.group = env.group.clone();
+    b_env.set("AUTOTAG__KAFKA__GROUP_ID", &env.group);
+    let mut b = Worker::start(&b_env, "pause-b");
+    b.wait_ready(Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code_b, _) = b.terminate(Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s3.restart();
+
+    let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let answered = collect_outputs(&consumer, &mut out, Duration::from_secs(120), |o| {
+        o.iter().map(answered_event).collect::<HashSet<_>>().len() >= all.len()
+    })
+    .await;
+    let t = Instant::now();
+    let mut committed = broker.committed(&env.group, PARTITIONS);
+    while committed != end && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        committed = broker.committed(&env.group, PARTITIONS);
+    }
+    let (_, backwards) = watch.finish().await;
+    let (code_a, _) = a.terminate(Duration::from_secs(30));
+    let (log_a, log_b) = (a.log_text(), b.log_text());
+    assert!(log_a.contains("paused for backpressure"), "the first member paused; A:\n{log_a}");
+    assert!(log_a.contains("partitions revoked"), "the first member gave partitions up; A:\n{log_a}");
+    assert!(log_b.contains("partitions assigned"), "the second member got partitions; B:\n{log_b}");
+    assert!(answered, "not every event answered; A:\n{log_a}\nB:\n{log_b}");
+    assert_eq!(committed, end, "every partition drained to zero lag; A:\n{log_a}");
+    assert!(backwards.is_empty(), "the committed offset moved backwards: {backwards:?}");
+    assert_eq!((code_a, code_b), (Some(0), Some(0)));
+    let duplicates = out.len() - all.len();
+    println!("pause across rebalances: {} events, {duplicates} duplicate outputs", all.len());
+}
+
+/// Scenario f: the commit after the last outcomes is attempted while the broker is down (a
+/// 4 s outage, shorter than the session), and the topic stays idle afterwards: the commit is
+/// re-sent until the committed offset equals the watermark (librdkafka #1195, #2725).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_to_an_outage_is_re_sent_while_the_topic_is_idle() {
+    const PARTITIONS: i32 = 4;
+    let s3 = S3Server::start();
+    put_stills(&s3).await;
+    let mut broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;
+    let mut env = fault_env(&broker, &s3);
+    // Commits every 2 s: the one after the last outcome falls into the outage.
+    env.set("AUTOTAG__KAFKA__COMMIT_INTERVAL_MS", "2000");
+    let mut w = Worker::start(&env, "idle-commit");
+    w.wait_ready(Duration::from_secs(120));
+    let consumer = broker.output_consumer();
+    let mut out = Vec::new();
+    let mut round = 0;
+    let end = loop {
+        // Answered but not committed yet: take the broker away now. (If the commit was quicker
+        // than this check, another round.)
+        round += 1;
+        assert!(round <= 5, "every round committed before the broker could be stopped");
+        let (ids, end) = still_backlog(&broker, 20, &format!("idle{round}")).await;
+        let want: HashSet<String> = ids.into_iter().collect();
+        let done = collect_outputs(&consumer, &mut out, Duration::from_secs(60), |o| {
+            want.iter().all(|id| o.iter().any(|r| answered_event(r) == *id))
+        })
+        .await;
+        assert!(done, "round {round} not answered");
+        if broker.committed(&env.group, PARTITIONS) != end {
+            broker.kill();
+            break end;
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker.restart();
+    let t = Instant::now();
+    let mut committed = HashMap::new();
+    while t.elapsed() < Duration::from_secs(60) {
+        committed = broker.committed(&env.group, PARTITIONS);
+        if committed == end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = t.elapsed();
+    let (code, _) = w.terminate(Duration::from_secs(30));
+    let log = w.log_text();
+    assert_eq!(committed, end, "the committed offsets reached the watermark; log:\n{log}");
+    assert_eq!(code, Some(0));
+    println!(
+        "idle commit: committed to the end {took:?} after the broker's return (commit failures logged: {})",
+        log.matches("offset commit failed").count()
+    );
 }

@@ -14,8 +14,10 @@
 //! `autotag_offset_commit_failures_total` failed ones.
 //!
 //! On revocation the finished part of the revoked partitions is committed synchronously before
-//! they move to another member, and the partitions are forgotten: late completions of their
-//! in-flight records are ignored (see [`crate::offsets`]).
+//! they move to another member (not when the assignment was lost); their records still in flight
+//! stay tracked (see [`crate::offsets`]). On assignment the group's committed offsets are read
+//! (the watermark's base) and the partitions are resumed (a pause survives re-assignment in
+//! librdkafka).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,14 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Assign(tpl) = rebalance {
             metrics::counter!(telemetry::REBALANCES).increment(1);
             info!(partitions = ?partitions_of(tpl), "partitions assigned");
+            // librdkafka keeps an application's pause across revocation and re-assignment
+            // (openmeter #4987, confluent-kafka-go #193): a partition paused for backpressure,
+            // lost, and given back while not paused any more would never be fetched again.
+            // Resume what is assigned; a source still under pressure pauses it again when its
+            // first record arrives (as Snuba and the OpenTelemetry receiver do).
+            if let Err(e) = consumer.resume(tpl) {
+                warn!(error = %e, "resuming the assigned partitions failed");
+            }
             // The base of the new epochs; when the broker does not answer in time, the
             // committer reads it before its next commit.
             if let Err(e) = read_bases(consumer, &self.offsets, BASE_TIMEOUT) {
