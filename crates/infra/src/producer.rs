@@ -160,6 +160,55 @@ impl ProducerHandle {
     }
 }
 
+/// Keep [`crate::telemetry::BROKER_REACHABLE`] true while the broker answers a metadata
+/// request for `topic` through the current producer within `every` (checked every `every`):
+/// `/readyz` is 503 while the broker is unreachable, also when there is nothing to send, and
+/// 200 again within one period of its return. Runs until the runtime stops.
+pub fn spawn_broker_probe(
+    handle: Arc<ProducerHandle>,
+    topic: String,
+    health: Arc<crate::telemetry::Health>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut was = None;
+        loop {
+            let producer = handle.current();
+            let topic = topic.clone();
+            let answered = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), every))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            health.set(crate::telemetry::BROKER_REACHABLE, answered);
+            if was != Some(answered) {
+                if answered {
+                    info!("the broker answers");
+                } else {
+                    warn!("the broker does not answer; not ready until it does");
+                }
+                was = Some(answered);
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// When the broker last acknowledged an output: feeds
+/// [`crate::telemetry::SECONDS_SINCE_LAST_ACK`].
+#[derive(Debug, Default)]
+pub struct LastAck(Mutex<Option<Instant>>);
+
+impl LastAck {
+    /// The broker acknowledged an output now.
+    pub fn record(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Seconds since the last acknowledgement; 0 before the first.
+    pub fn seconds(&self) -> f64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,12 @@ pub const LOST_ASSIGNMENTS: &str = "autotag_kafka_lost_assignments_total";
 
 /// The readiness condition the group consumer sets once it has partitions.
 pub const CONSUMER_JOINED: &str = "consumer_joined";
+/// The readiness condition of the broker probe: the broker answered a metadata request through
+/// the service's producer lately ([`crate::producer::spawn_broker_probe`]).
+pub const BROKER_REACHABLE: &str = "broker_reachable";
+/// Seconds since the broker last acknowledged an output of this service (0 before the first;
+/// alert when it grows while work is in flight).
+pub const SECONDS_SINCE_LAST_ACK: &str = "autotag_kafka_seconds_since_last_ack";
 
 /// The `/metrics`, `/healthz`, `/readyz` endpoint (`[metrics]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -120,6 +126,7 @@ pub fn install_metrics(buckets: &[(&str, &[f64])]) -> anyhow::Result<PrometheusH
         crate::producer::PRODUCER_REBUILDS,
         "Kafka producers rebuilt, by reason: fatal (it can never deliver again) or stuck (failing past its message timeout)"
     );
+    metrics::describe_gauge!(SECONDS_SINCE_LAST_ACK, "Seconds since the broker last acknowledged an output");
     metrics::describe_counter!(REBALANCES, "Partition assignments received by this member");
     metrics::describe_counter!(LOST_ASSIGNMENTS, "Assignments lost (session timeout); nothing of them is committed");
     // Give the upkeep task something to do so histograms don't grow unbounded.

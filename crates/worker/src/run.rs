@@ -21,9 +21,10 @@ use autotag_contract::Source;
 use autotag_infra::consumer::{self, commit_final};
 use autotag_infra::kafka;
 use autotag_infra::offsets::Offsets;
+use autotag_infra::producer::{LastAck, spawn_broker_probe};
 use autotag_infra::s3::{self, ByteBudget};
 use autotag_infra::shutdown::{Shutdown, ShutdownController};
-use autotag_infra::telemetry::{self as infra_telemetry, CONSUMER_JOINED, Health};
+use autotag_infra::telemetry::{self as infra_telemetry, BROKER_REACHABLE, CONSUMER_JOINED, Health};
 use gifcodec::SampleSpec;
 use rdkafka::consumer::Consumer;
 use tokio::sync::{Semaphore, mpsc};
@@ -39,9 +40,13 @@ use crate::pipeline::publish::PublishStage;
 use crate::pipeline::source::SourceStage;
 use crate::telemetry;
 
+/// How often the broker probe asks the broker for metadata (readiness; at most this long
+/// per request).
+const BROKER_PROBE_EVERY: Duration = Duration::from_secs(2);
+
 /// Run the worker until `stop` resolves (a signal in production).
 pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let health = Arc::new(Health::new(&[telemetry::MODEL_READY, CONSUMER_JOINED]));
+    let health = Arc::new(Health::new(&[telemetry::MODEL_READY, CONSUMER_JOINED, BROKER_REACHABLE]));
     if !cfg.metrics.listen.is_empty() {
         let handle = infra_telemetry::install_metrics(telemetry::BUCKETS).context("installing the metrics recorder")?;
         telemetry::describe();
@@ -76,6 +81,10 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     // Rebuilt when it can no longer deliver, also when stuck past its message timeout (an
     // idempotent producer whose records timed out cannot send again on Tansu: issue 24).
     let producer = Arc::new(kafka::create_producer_handle(&cfg.kafka, true).context("creating the Kafka producer")?);
+    // Not ready while the broker does not answer (issue 24), also when there is nothing to send.
+    let probe =
+        spawn_broker_probe(producer.clone(), cfg.kafka.topics.suggestions.clone(), health.clone(), BROKER_PROBE_EVERY);
+    let last_ack = Arc::new(LastAck::default());
     let offsets = Offsets::default();
     let consumer = consumer::create_consumer(&cfg.kafka, &cfg.kafka.group_id, offsets.clone(), health.clone())
         .context("creating the Kafka consumer")?;
@@ -110,6 +119,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             health: health.clone(),
             outcomes: outcome_rx,
             max_pending: cfg.pipeline.max_in_flight,
+            last_ack: last_ack.clone(),
             shutdown: shutdown.clone(),
         }
         .run(),
@@ -206,9 +216,11 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     let gauge = {
         let in_flight = in_flight.clone();
         let max = cfg.pipeline.max_in_flight;
+        let last_ack = last_ack.clone();
         tokio::spawn(async move {
             loop {
                 metrics::gauge!(telemetry::IN_FLIGHT).set((max - in_flight.available_permits()) as f64);
+                metrics::gauge!(infra_telemetry::SECONDS_SINCE_LAST_ACK).set(last_ack.seconds());
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
@@ -226,6 +238,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     let deadline = cfg.shutdown.deadline;
     drain(publish, deadline, &ctl, shutdown).await;
     gauge.abort();
+    probe.abort();
     // The final commits and leaving the groups, bounded by what is left of the deadline (drain
     // leaves ~1.5 s): with the broker unreachable both can block for long.
     let mut pending = offsets.lock().pending();

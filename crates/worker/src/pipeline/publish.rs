@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use autotag_contract::{DeadLetter, ModelRef, Reason, Suggestion};
-use autotag_infra::producer::ProducerHandle;
+use autotag_infra::producer::{LastAck, ProducerHandle};
 use autotag_infra::retry::{Retrier, RetryConfig};
 use autotag_infra::shutdown::Shutdown;
 use autotag_infra::telemetry::Health;
@@ -54,6 +54,8 @@ pub struct PublishStage {
     pub health: Arc<Health>,
     pub outcomes: mpsc::Receiver<Outcome>,
     pub max_pending: usize,
+    /// When the broker last acknowledged an output (the `autotag_kafka_seconds_since_last_ack` gauge).
+    pub last_ack: Arc<LastAck>,
     pub shutdown: Shutdown,
 }
 
@@ -96,7 +98,7 @@ impl PublishStage {
                 o = self.outcomes.recv(), if pending.len() < self.max_pending => match o {
                     Some(o) => {
                         let (ticket, out) = self.render(o);
-                        pending.push(send(self.producer.clone(), ticket, out,
+                        pending.push(send(self.producer.clone(), self.last_ack.clone(), ticket, out,
                             self.retry.clone(), self.health.clone(), self.shutdown.clone()));
                     }
                     None => break,
@@ -114,6 +116,7 @@ impl PublishStage {
 
 async fn send(
     handle: Arc<ProducerHandle>,
+    last_ack: Arc<LastAck>,
     ticket: Ticket,
     out: Output,
     retry: RetryConfig,
@@ -135,6 +138,7 @@ async fn send(
             Ok(delivery) => {
                 debug!(topic = %out.topic, partition = delivery.partition, offset = delivery.offset, "published");
                 ticket.complete();
+                last_ack.record();
                 match out.kind {
                     OutputKind::Suggestion { uploaded_at } => {
                         metrics::counter!(telemetry::SUGGESTIONS_PUBLISHED, "lane" => ticket.source.as_str())
