@@ -250,7 +250,9 @@ async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_n
     let mut w = Worker::start(&env, "pressure");
     w.wait_ready(Duration::from_secs(120));
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let paused = w.metrics().lines().any(|l| l.starts_with("autotag_consumer_paused{lane=\"live\"} 1"));
+    let metrics = w.metrics();
+    let paused = metrics.lines().any(|l| l.starts_with("autotag_consumer_paused{lane=\"live\"} 1"))
+        && metrics.lines().any(|l| l.starts_with("autotag_kafka_paused_partitions{lane=\"live\"} 4"));
     s3.restart();
     let consumer = broker.output_consumer();
     let mut out = Vec::new();

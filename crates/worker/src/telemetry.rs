@@ -12,6 +12,8 @@ pub const MODEL_LOAD_SECONDS: &str = "autotag_model_load_seconds";
 pub const MODEL_WARMUP_SECONDS: &str = "autotag_model_warmup_seconds";
 pub const IN_FLIGHT: &str = "autotag_events_in_flight";
 pub const CONSUMER_PAUSED: &str = "autotag_consumer_paused";
+/// Partitions paused for backpressure now, by lane (issue 24).
+pub const PAUSED_PARTITIONS: &str = "autotag_kafka_paused_partitions";
 
 /// The readiness condition set once the model is loaded and warmed up.
 pub const MODEL_READY: &str = "model_ready";
@@ -31,4 +33,5 @@ pub fn describe() {
     metrics::describe_gauge!(MODEL_WARMUP_SECONDS, "Time to warm the model up with every batch shape");
     metrics::describe_gauge!(IN_FLIGHT, "Upload events consumed and not yet finished");
     metrics::describe_gauge!(CONSUMER_PAUSED, "1 while the consumer is paused for backpressure");
+    metrics::describe_gauge!(PAUSED_PARTITIONS, "Partitions paused for backpressure now, by lane");
 }

@@ -175,6 +175,8 @@ impl SourceStage {
             warn!(error = %e, pause, "pause/resume failed");
         }
         metrics::gauge!(telemetry::CONSUMER_PAUSED, "lane" => self.source.as_str()).set(if pause { 1.0 } else { 0.0 });
+        let partitions = if pause { assignment.count() as f64 } else { 0.0 };
+        metrics::gauge!(telemetry::PAUSED_PARTITIONS, "lane" => self.source.as_str()).set(partitions);
     }
 
     /// A record as received: with its partition's epoch now.
