@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use autotag_test_support::*;
 
 const BUCKET: &str = "gifs";
+/// Partitions of every topic in these tests.
+const PARTITIONS: i32 = 4;
 
 /// The fault tests run one at a time (issue 24): each starts its own servers and workers, and
 /// two at once would fight for the 2 cores their timings assume.
@@ -25,11 +27,16 @@ const BROKER_BUCKET: &str = "tansu";
 /// Animated (8 frames each): the worker stays busy across the outage, with work in flight.
 const GIFS: [&str; 2] = ["chelsea_200x200_8f_interlaced.gif", "coffee_200x200_8f_interlaced.gif"];
 
-async fn upload_corpus(s3: &S3Server) {
-    s3.create_bucket(BUCKET).await;
-    for f in GIFS {
-        s3.put(BUCKET, f, read(&testdata(f))).await;
-    }
+/// The S3 server with the animated GIFs, the broker on it (durable), and a ready worker with
+/// the fault tests' settings.
+async fn durable_rig(log_name: &str) -> (S3Server, Broker, WorkerEnv, Worker) {
+    let s3 = S3Server::start();
+    s3.put_testdata(BUCKET, &GIFS).await;
+    let broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;
+    let env = fault_env(&broker, &s3);
+    let mut w = Worker::start(&env, log_name);
+    w.wait_ready(Duration::from_secs(120));
+    (s3, broker, env, w)
 }
 
 /// `n` upload events of animated photos: (event id, gif id, payload).
@@ -86,43 +93,10 @@ async fn feed(brokers: String, evs: Vec<(String, String, Vec<u8>)>, every: Durat
 
 /// The upload records on the topic: event id → (partition, offset).
 fn topic_positions(broker: &Broker, partitions: i32) -> HashMap<String, (i32, i64)> {
-    // read_to_end gives values only; positions come from a reader of our own.
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", format!("positions-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(UPLOADS, p, rdkafka::Offset::Beginning).expect("partition");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut ended = HashSet::new();
-    let mut out = HashMap::new();
-    let t = Instant::now();
-    while ended.len() < partitions as usize {
-        assert!(t.elapsed() < Duration::from_secs(60), "uploads: no end within 60 s");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or_default();
-                if let Some(id) = v["event_id"].as_str() {
-                    out.insert(id.to_owned(), (m.partition(), m.offset()));
-                }
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            Some(Err(e)) => panic!("reading {UPLOADS}: {e}"),
-            None => {}
-        }
-    }
-    out
+    read_to_end(broker, UPLOADS, partitions)
+        .into_iter()
+        .filter_map(|r| Some((r.value["event_id"].as_str()?.to_owned(), (r.partition, r.offset))))
+        .collect()
 }
 
 /// The per-event oracle: every event the broker kept has an outcome, or an offset at or above
@@ -172,13 +146,7 @@ impl Verdict {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_commits_nothing_without_its_outcome() {
     let _serial = one_at_a_time();
-    const PARTITIONS: i32 = 4;
-    let s3 = S3Server::start();
-    upload_corpus(&s3).await;
-    let mut broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;
-    let env = fault_env(&broker, &s3);
-    let mut w = Worker::start(&env, "outage");
-    w.wait_ready(Duration::from_secs(120));
+    let (_s3, mut broker, env, mut w) = durable_rig("outage").await;
 
     // A feed of 100 uploads/s for 5 s, faster than the worker tags them: a backlog on the broker,
     // work in flight and held back when the broker goes.
@@ -241,7 +209,7 @@ async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_n
     let _serial = one_at_a_time();
     let broker = Broker::start(4).await;
     let mut s3 = S3Server::start();
-    put_stills(&s3).await;
+    s3.put_testdata(BUCKET, &STILLS).await;
     let (ids, _) = still_backlog(&broker, 400, "pressure").await;
     let mut env = fault_env(&broker, &s3);
     env.set("AUTOTAG__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "10000");
@@ -279,13 +247,7 @@ async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_outage_exits_in_time_and_commits_nothing_unfinished() {
     let _serial = one_at_a_time();
-    const PARTITIONS: i32 = 4;
-    let s3 = S3Server::start();
-    upload_corpus(&s3).await;
-    let mut broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;
-    let env = fault_env(&broker, &s3);
-    let mut w = Worker::start(&env, "outage-sigterm");
-    w.wait_ready(Duration::from_secs(120));
+    let (_s3, mut broker, env, mut w) = durable_rig("outage-sigterm").await;
     let evs = events(200, "sigterm");
     let unacked = feed(broker.brokers(), evs.clone(), Duration::from_millis(5)).await;
     assert!(unacked.is_empty(), "the broker refused uploads: {unacked:?}");
@@ -317,15 +279,7 @@ async fn sigterm_during_an_outage_exits_in_time_and_commits_nothing_unfinished()
 
 const STILLS: [&str; 3] = ["chelsea_static.gif", "coffee_static.gif", "rocket_static.gif"];
 
-/// The still photos in the bucket.
-async fn put_stills(s3: &S3Server) {
-    s3.create_bucket(BUCKET).await;
-    for f in STILLS {
-        s3.put(BUCKET, f, read(&testdata(f))).await;
-    }
-}
-
-/// `n` upload events of the still photos ([`put_stills`]) on the broker; returns their ids and
+/// `n` upload events of the still photos ([`STILLS`]) on the broker; returns their ids and
 /// the end offset of every partition.
 async fn still_backlog(broker: &Broker, n: usize, prefix: &str) -> (Vec<String>, HashMap<i32, i64>) {
     let stills = STILLS;
@@ -400,10 +354,9 @@ impl CommitWatch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_across_revoke_and_reassign_drains_every_partition_and_never_commits_backwards() {
     let _serial = one_at_a_time();
-    const PARTITIONS: i32 = 4;
     let broker = Broker::start(PARTITIONS).await;
     let mut s3 = S3Server::start();
-    put_stills(&s3).await;
+    s3.put_testdata(BUCKET, &STILLS).await;
     let (ids, end) = still_backlog(&broker, 300, "pause").await;
     let env = fault_env(&broker, &s3);
     let watch = CommitWatch::start(broker.brokers(), env.group.clone(), PARTITIONS);
@@ -455,9 +408,8 @@ async fn pause_across_revoke_and_reassign_drains_every_partition_and_never_commi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_to_an_outage_is_re_sent_while_the_topic_is_idle() {
     let _serial = one_at_a_time();
-    const PARTITIONS: i32 = 4;
     let s3 = S3Server::start();
-    put_stills(&s3).await;
+    s3.put_testdata(BUCKET, &STILLS).await;
     let mut broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;
     let mut env = fault_env(&broker, &s3);
     // Commits every 2 s: the one after the last outcome falls into the outage.

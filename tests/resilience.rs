@@ -14,10 +14,8 @@ const STATIC: [&str; 3] = ["chelsea_static.gif", "coffee_static.gif", "rocket_st
 const ANIMATED: [&str; 2] = ["chelsea_200x200_8f_interlaced.gif", "coffee_200x200_8f_interlaced.gif"];
 
 async fn upload_corpus(s3: &S3Server) {
-    s3.create_bucket(BUCKET).await;
-    for f in STATIC.iter().chain(ANIMATED.iter()).chain(["truncated_first_frame.gif"].iter()) {
-        s3.put(BUCKET, f, read(&testdata(f))).await;
-    }
+    let files: Vec<&str> = STATIC.iter().chain(ANIMATED.iter()).copied().chain(["truncated_first_frame.gif"]).collect();
+    s3.put_testdata(BUCKET, &files).await;
 }
 
 /// `n` events; every 20th is invalid, every 25th points at a missing

@@ -74,6 +74,16 @@ impl PartitionState {
     fn orphan(&mut self, offset: i64) {
         *self.orphans.entry(offset).or_default() += 1;
     }
+
+    /// The current epoch ends: what it left in flight becomes orphaned, its base unknown.
+    fn end_epoch(&mut self) {
+        for o in std::mem::take(&mut self.pending) {
+            self.orphan(o);
+        }
+        self.epoch = None;
+        self.next = None;
+        self.base_known = false;
+    }
 }
 
 /// Contiguous-watermark offset tracking for all partitions of one consumer.
@@ -99,13 +109,9 @@ impl OffsetTracker {
         for key in partitions {
             self.epoch_counter += 1;
             let st = self.partitions.entry(key.clone()).or_default();
-            // Whatever the previous epoch left in flight is an orphan now.
-            for o in std::mem::take(&mut st.pending) {
-                st.orphan(o);
-            }
+            // Whatever a previous epoch left in flight is an orphan now.
+            st.end_epoch();
             st.epoch = Some(self.epoch_counter);
-            st.next = None;
-            st.base_known = false;
         }
     }
 
@@ -210,12 +216,7 @@ impl OffsetTracker {
             if !lost && let Some(w) = st.committable() {
                 out.push((key.0.clone(), key.1, w));
             }
-            for o in std::mem::take(&mut st.pending) {
-                st.orphan(o);
-            }
-            st.epoch = None;
-            st.next = None;
-            st.base_known = false;
+            st.end_epoch();
             if st.orphans.is_empty() {
                 self.partitions.remove(key);
             }

@@ -287,6 +287,22 @@ pub struct OutputRecord {
     pub value: Value,
     /// The record's timestamp (the producer's create time), ms since the epoch.
     pub timestamp_ms: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl OutputRecord {
+    /// The record `m` with its parsed `value`.
+    fn of(m: &impl Message, value: Value) -> Self {
+        OutputRecord {
+            topic: m.topic().to_owned(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value,
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            partition: m.partition(),
+            offset: m.offset(),
+        }
+    }
 }
 
 /// Collects outputs until `done` says so or `timeout` passes.
@@ -304,12 +320,7 @@ pub async fn collect_outputs(
         }
         if let Ok(Ok(m)) = tokio::time::timeout(left.min(Duration::from_millis(500)), c.recv()).await {
             let value: Value = serde_json::from_slice(m.payload().unwrap_or(b"null")).expect("outputs are JSON");
-            out.push(OutputRecord {
-                topic: m.topic().to_owned(),
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value,
-                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-            });
+            out.push(OutputRecord::of(&m, value));
         }
     }
     true
@@ -373,6 +384,15 @@ impl S3Server {
 
     pub async fn create_bucket(&self, bucket: &str) {
         self.client().await.create_bucket().bucket(bucket).send().await.expect("create bucket");
+    }
+
+    /// Create `bucket` and put the test GIFs `files` (names under `testdata/gifs`) in it, each
+    /// under its own name.
+    pub async fn put_testdata(&self, bucket: &str, files: &[&str]) {
+        self.create_bucket(bucket).await;
+        for f in files {
+            self.put(bucket, f, read(&testdata(f))).await;
+        }
     }
 
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
@@ -703,12 +723,10 @@ pub fn read_to_end(broker: &Broker, topic: &str, partitions: i32) -> Vec<OutputR
     while ended.len() < partitions as usize {
         assert!(t.elapsed() < Duration::from_secs(60), "{topic}: no end within 60 s");
         match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(OutputRecord {
-                topic: m.topic().to_owned(),
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value: serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null),
-                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-            }),
+            Some(Ok(m)) => {
+                let value = serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null);
+                out.push(OutputRecord::of(&m, value));
+            }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 ended.insert(p);
             }
