@@ -31,7 +31,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use autotag_infra::telemetry::{self, Health};
-use rdkafka::producer::Producer as _;
 use tokio::sync::Semaphore;
 
 pub use config::{FeedbackConfig, FeedbackSection};
@@ -158,7 +157,9 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
         max_requests_per_client: f.max_requests_per_client.min(f.max_concurrent_requests),
     });
     let watchers = [
-        tokio::spawn(probe_broker(state.clone(), f.topic.clone())),
+        // Readiness follows the broker with or without traffic (a 503 also sets it false at
+        // once, `api`; the probe sets it true again once the broker answers).
+        autotag_infra::producer::spawn_broker_probe(state.publisher.handle(), f.topic.clone(), state.health.clone()),
         tokio::spawn(reload_tokens_on_sighup(state.clone(), f.tokens_file.clone(), hangups)),
     ];
     tracing::info!(%addr, topic = %f.topic, "feedback API listening on POST {}", api::PATH);
@@ -192,36 +193,6 @@ pub async fn run(cfg: FeedbackConfig, stop: impl Future<Output = ()>) -> Result<
     state.publisher.flush(Duration::from_millis(500));
     tracing::info!("feedback API stopped");
     Ok(())
-}
-
-/// How often the broker is probed while it answers (every second while it does not).
-pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Readiness follows the broker with or without traffic: the topic's metadata is asked every
-/// second until the broker answers for it, then every [`READY_PROBE_INTERVAL`]. A 503 sets
-/// readiness false at once (`api`); this probe sets it true again once the broker answers, so
-/// an instance that a load balancer took out of rotation comes back by itself.
-async fn probe_broker(state: Arc<ApiState>, topic: String) {
-    loop {
-        let producer = state.publisher.producer();
-        let t = topic.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&t), Duration::from_secs(2))
-                .map(|m| m.topics().iter().any(|x| x.name() == t && x.error().is_none() && !x.partitions().is_empty()))
-        })
-        .await;
-        let ready = matches!(found, Ok(Ok(true)));
-        match found {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => tracing::warn!(%topic, "the feedback topic does not exist"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the broker did not answer"),
-            Err(_) => return,
-        }
-        state.health.set(metrics::BROKER_READY, ready);
-        tokio::time::sleep(if ready { READY_PROBE_INTERVAL } else { Duration::from_secs(1) }).await;
-    }
 }
 
 /// SIGHUP: re-read the tokens file. A reload applies or fails as a whole: a file with one bad

@@ -19,10 +19,10 @@ pub const TOKEN_RELOADS: &str = "autotag_feedback_token_reloads_total";
 /// Events per accepted request (histogram).
 pub const BATCH_EVENTS: &str = "autotag_feedback_batch_events";
 
-/// A readiness condition: the broker answers for the topic. Set by a background probe of the
-/// topic's metadata (every second while false, every [`crate::READY_PROBE_INTERVAL`] while
+/// A readiness condition: the broker answers for the topic. Set by the shared background probe
+/// (`autotag_infra::producer::spawn_broker_probe`: every second while false, every 5 s while
 /// true), so it recovers without traffic; a 503 sets it false at once.
-pub const BROKER_READY: &str = "broker_ready";
+pub const BROKER_READY: &str = autotag_infra::telemetry::BROKER_REACHABLE;
 /// A readiness condition: the listener accepts requests (false from the start of shutdown).
 pub const ACCEPTING: &str = "accepting";
 

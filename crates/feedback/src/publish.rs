@@ -45,7 +45,7 @@ pub enum PublishError {
 pub struct Publisher {
     topic: String,
     deadline: Duration,
-    producer: ProducerHandle,
+    producer: Arc<ProducerHandle>,
     /// The producer's `message.max.bytes`: a larger record is refused before anything is sent.
     max_message_bytes: usize,
 }
@@ -67,7 +67,7 @@ impl Publisher {
         Ok(Self {
             topic: topic.to_owned(),
             deadline,
-            producer: ProducerHandle::new(config, policy)?,
+            producer: Arc::new(ProducerHandle::new(config, policy)?),
             max_message_bytes: max_message_bytes(kafka, deadline),
         })
     }
@@ -80,6 +80,11 @@ impl Publisher {
     /// The current producer (tests and readiness checks use its client).
     pub fn producer(&self) -> Arc<FutureProducer> {
         self.producer.current()
+    }
+
+    /// The shared producer handle (the broker probe asks through it).
+    pub fn handle(&self) -> Arc<ProducerHandle> {
+        self.producer.clone()
     }
 
     /// Produce `records` (key `gif_id`) and wait until the broker acknowledged all of them.

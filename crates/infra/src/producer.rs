@@ -160,34 +160,44 @@ impl ProducerHandle {
     }
 }
 
-/// Keep [`crate::telemetry::BROKER_REACHABLE`] true while the broker answers a metadata
-/// request for `topic` through the current producer within `every` (checked every `every`):
-/// `/readyz` is 503 while the broker is unreachable, also when there is nothing to send, and
-/// 200 again within one period of its return. Runs until the runtime stops.
+/// How often [`spawn_broker_probe`] asks while the broker answers (every second while not).
+pub const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Readiness that follows the broker with or without traffic: keeps
+/// [`crate::telemetry::BROKER_REACHABLE`] true while the broker answers a metadata request
+/// for `topic` (and the topic exists) through the handle's current producer, asked every
+/// second while it does not and every [`BROKER_PROBE_INTERVAL`] while it does. So `/readyz` is
+/// 503 during an outage also when there is nothing to send, and 200 again within a second or
+/// two of the broker's return; a service may also set the condition false at once when a send
+/// fails (the feedback API does). Runs until the runtime stops.
 pub fn spawn_broker_probe(
     handle: Arc<ProducerHandle>,
     topic: String,
     health: Arc<crate::telemetry::Health>,
-    every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut was = None;
         loop {
             let producer = handle.current();
-            let topic = topic.clone();
-            let answered = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), every))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            health.set(crate::telemetry::BROKER_REACHABLE, answered);
+            let t = topic.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                producer.client().fetch_metadata(Some(&t), Duration::from_secs(2)).map(|m| {
+                    m.topics().iter().any(|x| x.name() == t && x.error().is_none() && !x.partitions().is_empty())
+                })
+            })
+            .await;
+            let answered = matches!(found, Ok(Ok(true)));
             if was != Some(answered) {
-                if answered {
-                    info!("the broker answers");
-                } else {
-                    warn!("the broker does not answer; not ready until it does");
+                match found {
+                    Ok(Ok(true)) => info!(%topic, "the broker answers"),
+                    Ok(Ok(false)) => warn!(%topic, "the topic does not exist; not ready"),
+                    Ok(Err(e)) => warn!(error = %e, "the broker does not answer; not ready until it does"),
+                    Err(_) => return,
                 }
                 was = Some(answered);
             }
-            tokio::time::sleep(every).await;
+            health.set(crate::telemetry::BROKER_REACHABLE, answered);
+            tokio::time::sleep(if answered { BROKER_PROBE_INTERVAL } else { Duration::from_secs(1) }).await;
         }
     })
 }

@@ -31,8 +31,8 @@ pub const LOST_ASSIGNMENTS: &str = "autotag_kafka_lost_assignments_total";
 
 /// The readiness condition the group consumer sets once it has partitions.
 pub const CONSUMER_JOINED: &str = "consumer_joined";
-/// The readiness condition of the broker probe: the broker answered a metadata request through
-/// the service's producer lately ([`crate::producer::spawn_broker_probe`]).
+/// The readiness condition of the broker probe: the broker answered a metadata request for the
+/// service's topic through its producer lately ([`crate::producer::spawn_broker_probe`]).
 pub const BROKER_REACHABLE: &str = "broker_reachable";
 /// Seconds since the broker last acknowledged an output of this service (0 before the first;
 /// alert when it grows while work is in flight).

@@ -40,10 +40,6 @@ use crate::pipeline::publish::PublishStage;
 use crate::pipeline::source::SourceStage;
 use crate::telemetry;
 
-/// How often the broker probe asks the broker for metadata (readiness; at most this long
-/// per request).
-const BROKER_PROBE_EVERY: Duration = Duration::from_secs(2);
-
 /// Run the worker until `stop` resolves (a signal in production).
 pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let health = Arc::new(Health::new(&[telemetry::MODEL_READY, CONSUMER_JOINED, BROKER_REACHABLE]));
@@ -82,8 +78,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     // idempotent producer whose records timed out cannot send again on Tansu: issue 24).
     let producer = Arc::new(kafka::create_producer_handle(&cfg.kafka, true).context("creating the Kafka producer")?);
     // Not ready while the broker does not answer (issue 24), also when there is nothing to send.
-    let probe =
-        spawn_broker_probe(producer.clone(), cfg.kafka.topics.suggestions.clone(), health.clone(), BROKER_PROBE_EVERY);
+    let probe = spawn_broker_probe(producer.clone(), cfg.kafka.topics.suggestions.clone(), health.clone());
     let last_ack = Arc::new(LastAck::default());
     let offsets = Offsets::default();
     let consumer = consumer::create_consumer(&cfg.kafka, &cfg.kafka.group_id, offsets.clone(), health.clone())
