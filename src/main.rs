@@ -70,9 +70,14 @@ enum Command {
         /// Cosine distance under which a GIF counts as semantically right.
         #[arg(long, default_value_t = 0.3)]
         semantic_threshold: f64,
-        /// Also write every GIF's per-frame scores as JSON lines (for tools/calibrate_scoring.py).
+        /// Also write every GIF's per-frame scores as JSON lines (for tools/calibrate_scoring.py;
+        /// use with --full-work).
         #[arg(long)]
         dump_frames: Option<std::path::PathBuf>,
+        /// Infer every sampled frame instead of skipping blank and near-duplicate frames: the
+        /// full-work baseline of the quality guard (docs/quality.md).
+        #[arg(long)]
+        full_work: bool,
         /// Tag embeddings for the semantic metric (tools/embed_tags.py); default
         /// tools/tag_embeddings.json when it exists.
         #[arg(long)]
@@ -121,10 +126,10 @@ fn main() -> anyhow::Result<()> {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
             rt.block_on(autotag_eval::tag::run(&cfg, &inputs, json)).map(|_| ())
         }
-        Command::Eval { labels, json, semantic_threshold, dump_frames, embeddings } => {
+        Command::Eval { labels, json, semantic_threshold, dump_frames, full_work, embeddings } => {
             let cfg: EvalConfig = config::load(path).context("loading configuration")?;
             let embeddings = autotag_eval::embeddings::TagEmbeddings::load_or_default(embeddings.as_deref())?;
-            let opts = autotag_eval::runner::RunOptions { semantic_threshold, dump_frames, embeddings };
+            let opts = autotag_eval::runner::RunOptions { semantic_threshold, dump_frames, full_work, embeddings };
             rt.block_on(async {
                 let out = autotag_eval::runner::run(&cfg, &labels, &opts).await?;
                 print!("{}", autotag_eval::runner::table(&out));

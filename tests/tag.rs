@@ -62,6 +62,20 @@ async fn tags_files_and_s3_objects_one_line_each() {
     assert!(table.contains("cat ") && table.contains("error not_a_gif"), "{table}");
 }
 
+/// `autotag tag --json INPUTS` with the exported model: its lines, after a successful exit.
+fn tag_json(inputs: &[String]) -> Vec<Value> {
+    let out = Command::new(autotag_bin())
+        .args(["--config", &repo().join("config/default.toml").display().to_string(), "tag", "--json"])
+        .args(inputs)
+        .env("AUTOTAG__MODEL__DIR", model_dir())
+        .env("AUTOTAG__MODEL__THREADS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// A GIF of `frames` frames of `w`×`h` pixels, all of palette index 0 (`rgb`), optionally
 /// transparent (index 0 is then the transparent colour: nothing is ever painted).
 fn uniform_gif(w: u16, h: u16, frames: usize, rgb: [u8; 3], transparent: bool) -> Vec<u8> {
@@ -103,20 +117,74 @@ fn blank_gifs_get_no_tags() {
         std::fs::write(&p, bytes).unwrap();
         inputs.push(p.display().to_string());
     }
-    let out = Command::new(autotag_bin())
-        .args(["--config", &repo().join("config/default.toml").display().to_string(), "tag", "--json"])
-        .args(&inputs)
-        .env("AUTOTAG__MODEL__DIR", model_dir())
-        .env("AUTOTAG__MODEL__THREADS", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), cases.len(), "{stdout}");
+    let lines = tag_json(&inputs);
+    assert_eq!(lines.len(), cases.len(), "{lines:?}");
     for ((name, _), line) in cases.iter().zip(&lines) {
         assert!(line.get("error").is_none(), "{name} decodes: {line}");
         assert!(line["frames_sampled"].as_u64().unwrap() >= 1, "{name}: {line}");
         assert_eq!(line["tags"], serde_json::json!([]), "{name} shows nothing: {line}");
+        assert_eq!(line["frames_inferred"], 0, "{name}: a blank frame is not inferred: {line}");
     }
+}
+
+/// The first frame of a test GIF as RGBA, centre-cropped to `w`×`h`.
+fn photo_rgba(name: &str, w: u16, h: u16) -> Vec<u8> {
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::RGBA);
+    let mut d = opts.read_info(std::io::Cursor::new(read(&testdata(name)))).unwrap();
+    let f = d.read_next_frame().unwrap().unwrap();
+    let (fw, fh, w, h) = (usize::from(f.width), usize::from(f.height), usize::from(w), usize::from(h));
+    assert!(fw >= w && fh >= h, "{name} too small");
+    let (x0, y0) = ((fw - w) / 2, (fh - h) / 2);
+    let mut out = Vec::new();
+    for y in y0..y0 + h {
+        out.extend_from_slice(&f.buffer[(y * fw + x0) * 4..(y * fw + x0 + w) * 4]);
+    }
+    out
+}
+
+/// A GIF whose frames are the given RGBA pictures, 10 cs each.
+fn photo_gif(w: u16, h: u16, frames: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = gif::Encoder::new(&mut out, w, h, &[]).unwrap();
+        for rgba in frames {
+            let mut px = rgba.to_vec();
+            let mut f = gif::Frame::from_rgba_speed(w, h, &mut px, 10);
+            f.delay = 10;
+            enc.write_frame(&f).unwrap();
+        }
+    }
+    out
+}
+
+/// Issue 16: a picture repeated is inferred once, two alternating pictures twice, and the tags
+/// are the pictures' (the scores of a skipped frame are those of the frame it repeats).
+#[test]
+fn repeated_frames_are_inferred_once() {
+    let (w, h) = (240, 240);
+    let cat = photo_rgba("chelsea_static.gif", w, h);
+    let coffee = photo_rgba("coffee_static.gif", w, h);
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same.gif");
+    std::fs::write(&same, photo_gif(w, h, &[&cat[..]; 8])).unwrap();
+    let alternating = dir.path().join("alternating.gif");
+    let frames: Vec<&[u8]> = (0..8).map(|i| if i % 2 == 0 { &cat[..] } else { &coffee[..] }).collect();
+    std::fs::write(&alternating, photo_gif(w, h, &frames)).unwrap();
+    let lines = tag_json(&[same.display().to_string(), alternating.display().to_string()]);
+    assert_eq!(
+        (lines[0]["frames_sampled"].as_u64(), lines[0]["frames_inferred"].as_u64()),
+        (Some(8), Some(1)),
+        "{}",
+        lines[0]
+    );
+    assert!(sorted_tags(&lines[0]).contains(&"cat".to_owned()), "{}", lines[0]);
+    assert_eq!(
+        (lines[1]["frames_sampled"].as_u64(), lines[1]["frames_inferred"].as_u64()),
+        (Some(8), Some(2)),
+        "{}",
+        lines[1]
+    );
+    let tags = sorted_tags(&lines[1]);
+    assert!(tags.contains(&"cat".to_owned()) && tags.contains(&"coffee".to_owned()), "both scenes: {}", lines[1]);
 }

@@ -4,7 +4,7 @@ labelled GIF set (issue 14; `docs/quality.md`).
 
 Input: the per-frame scores `autotag eval --dump-frames` writes for the calibration part:
 
-    autotag eval --labels .local/evalset/calibration/labels.jsonl --dump-frames .local/evalset/calibration/frames.jsonl
+    autotag eval --labels .local/evalset/calibration/labels.jsonl --full-work --dump-frames .local/evalset/calibration/frames.jsonl
     .local/venv/bin/python tools/calibrate_scoring.py .local/evalset/calibration/frames.jsonl [--out tools/scoring.json]
 
 The rule it fits is the one `crates/model/src/scoring.rs` applies (re-implemented here in numpy;
@@ -12,7 +12,7 @@ The rule it fits is the one `crates/model/src/scoring.rs` applies (re-implemente
 
 1. frames with a luma standard deviation under `blank_luma_std` contribute nothing;
 2. consecutive frames whose score vectors have a cosine similarity >= `scene_similarity` are one
-   scene; a scene's tag score is the mean over its frames;
+   scene; a scene's tag score is the mean over its frames weighted by display time (`shown`);
 3. each scene offers its `per_scene_top_k` best tags reaching their threshold; the `max_tags`
    best offers are suggested.
 
@@ -23,6 +23,11 @@ ever raised above the default, since a tag precise on the calibration classes is
 necessarily precise on others). The winner maximises scene recall + recall among the settings
 whose calibration precision is at least `--precision` (a margin above the 0.95 goal: the
 evaluation part's classes are not the calibration part's). Deterministic.
+
+`duplicate_distance` (issue 16: a frame this close to an inferred one reuses its scores) is not
+searched here: it trades model work for quality, and was chosen by `autotag eval` runs on the
+calibration part over a range of values (docs/quality.md, "Less model work per GIF"); it is
+carried into the output as set below.
 """
 
 import argparse
@@ -39,6 +44,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # 20-80. 4 (1.6 % of the luma range) drops black/white/grey frames and the darkest fade steps
 # and keeps any frame that shows a picture.
 BLANK_LUMA_STD = 4.0
+# Thumbnail distance (0-255) under which a sampled frame reuses an inferred frame's scores:
+# 8 infers 31 % fewer frames on the calibration part at equal IOU (docs/quality.md).
+DUPLICATE_DISTANCE = 8.0
 MAX_TAGS = 10
 GRID = {
     "scene_similarity": [0.5, 0.7, 0.85],
@@ -61,6 +69,7 @@ def load(path):
         fr = r["frames"]
         r["F"] = np.array([f["scores"] for f in fr], dtype=np.float64).reshape(len(fr), len(vocab))
         r["L"] = np.array([f["luma_std"] for f in fr], dtype=np.float64)
+        r["W"] = np.array([f.get("shown", 1.0) for f in fr], dtype=np.float64)
     return rows, vocab
 
 
@@ -81,10 +90,11 @@ def scenes(F, sim):
 
 def offers(r, p):
     """tag index -> best scene mean among the scenes offering it (before thresholds)."""
-    F = r["F"][r["L"] >= p["blank_luma_std"]]
+    keep = r["L"] >= p["blank_luma_std"]
+    F, W = r["F"][keep], r["W"][keep]
     out = {}
     for s in scenes(F, p["scene_similarity"]):
-        m = F[s].mean(0)
+        m = (F[s] * W[s][:, None]).sum(0) / W[s].sum() if W[s].sum() > 0 else F[s].mean(0)
         for i in np.argsort(-m, kind="stable")[: p["per_scene_top_k"]]:
             out[int(i)] = max(out.get(int(i), 0.0), float(m[i]))
     return out
@@ -151,7 +161,8 @@ def main():
     for sim in GRID["scene_similarity"]:
         for k in GRID["per_scene_top_k"]:
             for t in GRID["threshold"]:
-                p = {"blank_luma_std": BLANK_LUMA_STD, "scene_similarity": sim, "per_scene_top_k": k,
+                p = {"blank_luma_std": BLANK_LUMA_STD, "duplicate_distance": DUPLICATE_DISTANCE,
+                     "scene_similarity": sim, "per_scene_top_k": k,
                      "max_tags": MAX_TAGS, "threshold": t}
                 th = fit_tag_thresholds(rows, p, vocab, a.tag_precision, a.min_support)
                 m = metrics(rows, [suggest(r, p, th, vocab) for r in rows])

@@ -329,6 +329,10 @@ def main():
         "output": {"kind": "tag_scores", "tags_file": "tags.json", "num_tags": len(tags)},
         "scoring": {"file": "scoring.json", "sha256": scoring_sha},
         "sha256": sha,
+        # What the weights are: fp32, not quantised. The worker casts them at load time
+        # (`model.precision`, "auto": bf16 where the CPU has AVX512-BF16/AMX, fp16 on CUDA).
+        # int8 was tried and not shipped (issue 16, docs/benchmarks.md).
+        "precision": {"weights": "fp32", "quantization": "none"},
         "source": {"weights": WEIGHTS_PKG, "torch": torch.__version__.split("+")[0]},
     }
     write_atomic(os.path.join(args.out, "model.json"), (json.dumps(meta, indent=2) + "\n").encode())

@@ -57,7 +57,13 @@ pub struct Suggestion {
     pub model: ModelRef,
     /// Highest score first.
     pub tags: Vec<TagScore>,
+    /// Distinct frames on screen at the sampled instants (sampling is by display time).
     pub frames_sampled: usize,
+    /// Of those, the frames the model ran on: blank frames and near-duplicates of an inferred
+    /// frame are not inferred (issue 16). Absent from producers before issue 16. Added
+    /// without a schema version bump (new optional field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_inferred: Option<usize>,
     pub source: Source,
     /// RFC 3339, when the suggestion was rendered.
     pub produced_at: String,
@@ -96,6 +102,7 @@ impl Suggestion {
             model,
             tags,
             frames_sampled,
+            frames_inferred: None,
             source,
             produced_at: now_rfc3339(),
             warnings: None,

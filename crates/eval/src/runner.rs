@@ -54,6 +54,16 @@ pub struct EvalOutput {
     pub groups: BTreeMap<String, Report>,
     /// GIFs that could not be read or decoded, by reason.
     pub errors: BTreeMap<String, u64>,
+    /// Model work of the tagged GIFs: frames sampled and frames inferred, in all (issue 16).
+    pub frames: FrameWork,
+}
+
+/// Frames sampled and inferred over a run's tagged GIFs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrameWork {
+    pub gifs: u64,
+    pub sampled: u64,
+    pub inferred: u64,
 }
 
 /// Read a labels file.
@@ -102,9 +112,12 @@ pub struct RunOptions {
     /// Cosine distance under which a GIF counts as semantically right (`semantic.share_under`).
     pub semantic_threshold: f64,
     /// Also write every GIF's per-frame scores here (JSON lines `{"gif","truth","scenes",
-    /// "groups","vocab"?,"frames":[{"luma_std","scores"}]}`, `vocab` on the first line only):
-    /// the input of `tools/calibrate_scoring.py`.
+    /// "groups","vocab"?,"frames":[{"luma_std","shown","distances","scores","inferred"}]}`,
+    /// `vocab` on the first line only): the input of `tools/calibrate_scoring.py`. Use with
+    /// `full_work`, so that every frame has its own scores.
     pub dump_frames: Option<PathBuf>,
+    /// Infer every sampled frame (the full-work baseline of issue 16's quality guard).
+    pub full_work: bool,
     /// Tag embeddings for the semantic metric; `None`: not computed.
     pub embeddings: Option<TagEmbeddings>,
 }
@@ -124,7 +137,7 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
     };
     let lines = read_labels(labels)?;
     let base: PathBuf = labels.parent().map(Path::to_path_buf).unwrap_or_default();
-    let tagger = tagger(cfg)?;
+    let tagger = tagger(cfg, opts.full_work)?;
     let client = if lines.iter().any(|l| l.gif.starts_with("s3://")) {
         Some(autotag_infra::s3::create_client(&cfg.s3).await)
     } else {
@@ -133,6 +146,7 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
     let mut results: Vec<(GifResult, Vec<String>)> = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut unembedded: Vec<String> = Vec::new();
+    let mut work = FrameWork::default();
     for l in &lines {
         let input = resolve(&l.gif, &base);
         let scenes: Vec<Vec<String>> = l.scenes.iter().map(|s| normalized(s)).collect();
@@ -157,6 +171,9 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
         }
         let (ranked, suggested) = match tagged {
             Ok(t) => {
+                work.gifs += 1;
+                work.sampled += t.frames_sampled as u64;
+                work.inferred += t.frames_inferred as u64;
                 let mut order: Vec<usize> = (0..t.scores.len().min(tagger.info.tags.len())).collect();
                 order.sort_by(|&a, &b| t.scores[b].total_cmp(&t.scores[a]).then(a.cmp(&b)));
                 let ranked = order.into_iter().map(|i| tagger.info.tags[i].clone()).collect();
@@ -199,6 +216,7 @@ pub async fn run(cfg: &EvalConfig, labels: &Path, opts: &RunOptions) -> anyhow::
         overall: Report::new(&all, semantic_threshold, 20),
         groups: by_group.into_iter().map(|(k, v)| (k, Report::new(&v, semantic_threshold, 20))).collect(),
         errors,
+        frames: work,
     })
 }
 
@@ -253,6 +271,13 @@ pub fn table(o: &EvalOutput) -> String {
     if !o.errors.is_empty() {
         s += &format!("\nnot tagged (counted as no suggestion): {:?}\n", o.errors);
     }
+    let per_gif = |n: u64| n as f64 / o.frames.gifs.max(1) as f64;
+    s += &format!(
+        "\nmodel work: {:.2} frames sampled, {:.2} inferred per GIF ({} GIFs)\n",
+        per_gif(o.frames.sampled),
+        per_gif(o.frames.inferred),
+        o.frames.gifs
+    );
     match &o.embeddings {
         None => s += "\nsemantic: not computed (no tag embeddings: --embeddings FILE, tools/embed_tags.py)\n",
         Some(model) => {

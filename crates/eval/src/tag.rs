@@ -3,7 +3,7 @@
 //! try the product.
 //!
 //! Prints a table, or with `--json` one line per input:
-//! `{"input":"…","tags":[{"tag":"cat","score":0.93}],"frames_sampled":8}` or
+//! `{"input":"…","tags":[{"tag":"cat","score":0.93}],"frames_sampled":8,"frames_inferred":2}` or
 //! `{"input":"…","error":{"reason":"<dead-letter reason>","message":"…"}}`. Every input gets
 //! its line: an unreadable or undecodable GIF is an `error` line (reason `object_not_found`,
 //! `not_a_gif`, …), and the command still succeeds; a model that cannot load or a bad S3
@@ -22,9 +22,9 @@ use crate::tagger::{TagError, Tagged, Tagger};
 ///
 /// # Errors
 /// The model cannot be loaded (missing files, checksum, device).
-pub fn tagger(cfg: &EvalConfig) -> anyhow::Result<Tagger> {
+pub fn tagger(cfg: &EvalConfig, full_work: bool) -> anyhow::Result<Tagger> {
     let (backend, info) = autotag_model::load_torch(&cfg.model).context("loading the model")?;
-    Ok(Tagger { backend, info, frames_per_gif: cfg.frames.per_gif, limits: cfg.limits.clone() })
+    Ok(Tagger { backend, info, frames_per_gif: cfg.frames.per_gif, limits: cfg.limits.clone(), full_work })
 }
 
 /// The bytes of a local path or an `s3://bucket/key` object; a missing or unreadable input is
@@ -59,6 +59,7 @@ struct TaggedLine<'a> {
     input: &'a str,
     tags: &'a [autotag_contract::TagScore],
     frames_sampled: usize,
+    frames_inferred: usize,
 }
 
 /// An error line of `--json`.
@@ -78,7 +79,12 @@ struct ErrorBody<'a> {
 /// print as the suggestions print them (`0.3464`, the f32's shortest form).
 pub fn json_line(input: &str, result: &Result<Tagged, TagError>) -> String {
     let line = match result {
-        Ok(t) => serde_json::to_string(&TaggedLine { input, tags: &t.tags, frames_sampled: t.frames_sampled }),
+        Ok(t) => serde_json::to_string(&TaggedLine {
+            input,
+            tags: &t.tags,
+            frames_sampled: t.frames_sampled,
+            frames_inferred: t.frames_inferred,
+        }),
         Err(e) => {
             serde_json::to_string(&ErrorLine { input, error: ErrorBody { reason: &e.reason, message: &e.message } })
         }
@@ -92,12 +98,12 @@ pub fn json_line(input: &str, result: &Result<Tagged, TagError>) -> String {
 /// # Errors
 /// The model cannot be loaded; stdout is closed.
 pub async fn run(cfg: &EvalConfig, inputs: &[String], as_json: bool) -> anyhow::Result<bool> {
-    let tagger = tagger(cfg)?;
+    let tagger = tagger(cfg, false)?;
     let client =
         if inputs.iter().any(|i| i.starts_with("s3://")) { Some(s3::create_client(&cfg.s3).await) } else { None };
     let mut out = std::io::stdout().lock();
     if !as_json {
-        writeln!(out, "{:<40} {:>6}  tags", "input", "frames")?;
+        writeln!(out, "{:<40} {:>6} {:>8}  tags", "input", "frames", "inferred")?;
     }
     let mut all = true;
     for input in inputs {
@@ -113,9 +119,9 @@ pub async fn run(cfg: &EvalConfig, inputs: &[String], as_json: bool) -> anyhow::
                 Ok(t) => {
                     let tags: Vec<String> = t.tags.iter().map(|s| format!("{} {:.2}", s.tag, s.score)).collect();
                     let tags = if tags.is_empty() { "(none above the threshold)".to_owned() } else { tags.join(", ") };
-                    writeln!(out, "{:<40} {:>6}  {tags}", input, t.frames_sampled)?;
+                    writeln!(out, "{:<40} {:>6} {:>8}  {tags}", input, t.frames_sampled, t.frames_inferred)?;
                 }
-                Err(e) => writeln!(out, "{:<40} {:>6}  error {}: {}", input, "-", e.reason, e.message)?,
+                Err(e) => writeln!(out, "{:<40} {:>6} {:>8}  error {}: {}", input, "-", "-", e.reason, e.message)?,
             }
         }
     }

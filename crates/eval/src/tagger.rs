@@ -4,8 +4,11 @@
 //! dropped, scenes pooled, per-tag thresholds). The worker runs the same functions, batching
 //! frames across GIFs.
 
+use std::sync::Arc;
+
 use autotag_contract::TagScore;
-use autotag_model::scoring::{Accumulator, frame_lumas};
+use autotag_model::scoring::Accumulator;
+use autotag_model::skip::{Work, plan};
 use autotag_model::{Backend, ModelInfo};
 use gifcodec::{DecodeLimits, SampleSpec, decode_and_sample};
 
@@ -17,17 +20,30 @@ pub struct Tagged {
     /// The GIF's score of every vocabulary tag (its best scene's mean), in vocabulary order:
     /// `eval` ranks the whole vocabulary by it.
     pub scores: Vec<f32>,
+    /// Distinct frames on screen at the sampled instants.
     pub frames_sampled: usize,
-    /// Each sampled frame's scores (vocabulary order) and its luma std ([`frame_lumas`]): what calibration of
-    /// the scoring reads (`autotag eval --dump-frames`).
+    /// Of those, the frames the model ran on ([`autotag_model::skip`]).
+    pub frames_inferred: usize,
+    /// Each sampled frame as scoring saw it: what calibration of the scoring reads
+    /// (`autotag eval --dump-frames`).
     pub frames: Vec<FrameScores>,
 }
 
-/// One sampled frame, as the model saw it.
+/// One sampled frame, as scoring saw it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FrameScores {
+    /// How much it shows (`gifcodec::luma_std`, 0–255).
     pub luma_std: f32,
-    pub scores: Vec<f32>,
+    /// Its share of the sampled display time.
+    pub shown: f32,
+    /// Signature distance (`gifcodec::FrameSignature::distance`, 0–255) to each earlier sampled
+    /// frame, in order: what the duplicate threshold is calibrated on.
+    pub distances: Vec<f32>,
+    /// Its scores (vocabulary order): its own, or those of the inferred frame it repeats; `None`
+    /// for a blank frame that was not inferred.
+    pub scores: Option<Vec<f32>>,
+    /// Whether it went through the model.
+    pub inferred: bool,
 }
 
 /// Why a GIF got no tags: the dead-letter reason the worker would give, and a message.
@@ -44,6 +60,9 @@ pub struct Tagger {
     pub info: ModelInfo,
     pub frames_per_gif: usize,
     pub limits: DecodeLimits,
+    /// Infer every sampled frame ([`Work::Full`]: the full-work baseline of issue 16's quality
+    /// guard, and what calibration dumps); otherwise skip what the scoring data allows.
+    pub full_work: bool,
 }
 
 impl Tagger {
@@ -54,21 +73,47 @@ impl Tagger {
     /// model's (`inference_failed`).
     pub fn tag(&self, bytes: &[u8]) -> Result<Tagged, TagError> {
         let spec = SampleSpec { frames: self.frames_per_gif, size: self.info.side };
-        let frames = decode_and_sample(bytes, spec, &self.limits)
+        let mut frames = decode_and_sample(bytes, spec, &self.limits)
             .map_err(|e| TagError { reason: e.reason().to_owned(), message: e.to_string() })?;
-        let _no_grad = autotag_model::torch::no_grad_guard();
-        let out = self
-            .backend
-            .forward(&frames.rgb, frames.count)
-            .map_err(|e| TagError { reason: e.reason().as_str().to_owned(), message: e.to_string() })?;
+        let work = if self.full_work { Work::Full } else { self.info.scoring.scoring.work() };
+        let luma: Vec<f32> = frames.signatures.iter().map(|s| s.luma_std).collect();
+        let sigs = &frames.signatures;
+        let plan = Arc::new(plan(&luma, &frames.shown, |a, b| sigs[a].distance(&sigs[b]), work));
+        let distances: Vec<Vec<f32>> =
+            (0..sigs.len()).map(|i| (0..i).map(|j| sigs[i].distance(&sigs[j])).collect()).collect();
+        plan.compact(&mut frames.rgb, (self.info.side as usize).pow(2) * 3);
         let n = self.backend.num_tags();
-        let mut acc = Accumulator::new(n, frames.count);
-        let mut per_frame = Vec::with_capacity(frames.count);
-        for (i, (frame, luma)) in out.chunks(n).zip(frame_lumas(&frames.rgb, self.info.side)).enumerate() {
-            acc.set_frame(i, frame, luma);
-            per_frame.push(FrameScores { luma_std: luma, scores: frame.to_vec() });
+        let out = if plan.inferred.is_empty() {
+            Vec::new()
+        } else {
+            let _no_grad = autotag_model::torch::no_grad_guard();
+            self.backend
+                .forward(&frames.rgb, plan.inferred.len())
+                .map_err(|e| TagError { reason: e.reason().as_str().to_owned(), message: e.to_string() })?
+        };
+        let mut acc = Accumulator::new(n, plan.clone());
+        for (slot, scores) in out.chunks(n).enumerate() {
+            acc.set_frame(slot, scores);
         }
+        let per_frame = plan
+            .frames
+            .iter()
+            .zip(distances)
+            .map(|(f, distances)| FrameScores {
+                luma_std: f.luma_std,
+                shown: f.shown,
+                distances,
+                scores: f.scores_from.and_then(|s| out.get(s * n..(s + 1) * n)).map(<[f32]>::to_vec),
+                inferred: f.skipped.is_none(),
+            })
+            .collect();
         let scored = self.info.scoring.apply(&acc, &self.info.tags);
-        Ok(Tagged { tags: scored.tags, scores: scored.scores, frames_sampled: frames.count, frames: per_frame })
+        Ok(Tagged {
+            tags: scored.tags,
+            scores: scored.scores,
+            frames_sampled: plan.frames.len(),
+            frames_inferred: plan.inferred.len(),
+            frames: per_frame,
+        })
     }
 }

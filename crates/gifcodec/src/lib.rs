@@ -107,12 +107,15 @@ use fast_image_resize as fr;
 
 mod lzw;
 mod render;
+pub mod sampling;
 mod scan;
+pub mod signature;
 #[cfg(test)]
 mod tests;
 
 use render::render;
 use scan::scan;
+pub use signature::{FrameSignature, luma_std};
 
 /// Resource limits enforced by the scan pass, before any canvas is allocated.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -173,8 +176,17 @@ const MAX_OUTPUT_BYTES: usize = 1 << 30;
 pub struct SampledFrames {
     /// `count * size * size * 3` bytes: RGB, row-major, one frame after the other (NHWC).
     pub rgb: Vec<u8>,
-    /// Number of frames in `rgb`: `min(K, total_frames)`.
+    /// Number of frames in `rgb`: the distinct frames on screen at the `K` sampled instants,
+    /// at most `min(K, total_frames)` ([`sampling`]).
     pub count: usize,
+    /// Index of each sampled frame in the animation, increasing.
+    pub indices: Vec<usize>,
+    /// Each sampled frame's share of the sampled display time (instants that fell on it / `K`;
+    /// the shares sum to 1): how much it weighs in the GIF's scores.
+    pub shown: Vec<f32>,
+    /// Each sampled frame's [`FrameSignature`] (how much it shows, a thumbnail to find
+    /// near-duplicates).
+    pub signatures: Vec<FrameSignature>,
     /// Number of frames in the animation.
     pub total_frames: usize,
     /// Logical screen width (after the zero-size fallback, see the module docs).
@@ -192,6 +204,8 @@ impl std::fmt::Debug for SampledFrames {
         f.debug_struct("SampledFrames")
             .field("rgb_len", &self.rgb.len())
             .field("count", &self.count)
+            .field("indices", &self.indices)
+            .field("shown", &self.shown)
             .field("total_frames", &self.total_frames)
             .field("width", &self.width)
             .field("height", &self.height)
@@ -283,11 +297,12 @@ impl DecodeError {
     }
 }
 
-/// Decode `bytes` as a GIF and return K frames spread over the animation, each composited
-/// correctly and resized (shorter side to `spec.size`, centre crop to `size × size`).
+/// Decode `bytes` as a GIF and return the frames on screen at K instants spread over the
+/// animation's display time ([`sampling`]), each composited correctly, resized (shorter side to
+/// `spec.size`, centre crop to `size × size`) and signed ([`FrameSignature`]).
 ///
-/// Sampled indices are `floor((i + 0.5) * N / K)` for `i in 0..K` when `K < N` (distinct and
-/// increasing), and all frames when `K >= N`.
+/// With equal frame delays the sampled indices are `floor((i + 0.5) * N / K)` for `i in 0..K`
+/// when `K < N`, and all frames when `K >= N`.
 pub fn decode_and_sample(bytes: &[u8], spec: SampleSpec, limits: &DecodeLimits) -> Result<SampledFrames, DecodeError> {
     if spec.frames == 0 || spec.frames > MAX_SAMPLE_FRAMES {
         return Err(DecodeError::InvalidSpec("frames must be in 1..=1024"));
@@ -296,7 +311,10 @@ pub fn decode_and_sample(bytes: &[u8], spec: SampleSpec, limits: &DecodeLimits) 
         return Err(DecodeError::InvalidSpec("size must be in 1..=4096"));
     }
     let scan = scan(bytes, limits)?;
-    let indices = sample_indices(scan.frames.len(), spec.frames);
+    let shown: Vec<u32> = scan.frames.iter().map(|f| sampling::shown_cs(f.delay_cs)).collect();
+    let samples = sampling::sample_by_time(&shown, spec.frames);
+    let indices: Vec<usize> = samples.iter().map(|s| s.0).collect();
+    let shown: Vec<f32> = samples.iter().map(|s| s.1 as f32 / spec.frames as f32).collect();
     let side = spec.size as usize;
     let frame_bytes = side * side * 3;
     let total_bytes = frame_bytes
@@ -324,19 +342,27 @@ pub fn decode_and_sample(bytes: &[u8], spec: SampleSpec, limits: &DecodeLimits) 
         render(bytes, &scan, &indices, 0, false, &mut emit)?;
     }
 
+    let signatures = rgb.chunks(frame_bytes).map(|f| FrameSignature::of(f, side)).collect();
     let warnings = if scan.truncated { vec!["truncated"] } else { Vec::new() };
-    Ok(SampledFrames { rgb, count: indices.len(), total_frames: scan.frames.len(), width: w, height: h, warnings })
+    Ok(SampledFrames {
+        rgb,
+        count: indices.len(),
+        indices,
+        shown,
+        signatures,
+        total_frames: scan.frames.len(),
+        width: w,
+        height: h,
+        warnings,
+    })
 }
 
-/// `min(k, n)` distinct increasing frame indices spread over `0..n`: the centres of `k` equal
-/// slices, `floor((i + 0.5) * n / k)`; all frames when `k >= n`.
+/// `min(k, n)` distinct increasing frame indices spread over `0..n` when every frame shows
+/// equally long: the centres of `k` equal slices, `floor((i + 0.5) * n / k)`; all frames when
+/// `k >= n`. (Tests: what sampling by time gives for equal delays.)
+#[cfg(test)]
 pub(crate) fn sample_indices(n: usize, k: usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    // k < n, so consecutive values differ by n/k > 1: distinct. u128 cannot overflow.
-    let (n128, k128) = (n as u128, k as u128);
-    (0..k as u128).map(|i| ((2 * i + 1) * n128 / (2 * k128)) as usize).collect()
+    sampling::sample_by_time(&vec![10; n], k).into_iter().map(|s| s.0).collect()
 }
 
 /// Composites frames `0..=index` and returns the RGB canvas (`width * height * 3` bytes) as

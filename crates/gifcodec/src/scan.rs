@@ -51,6 +51,9 @@ pub(crate) struct FrameMeta {
     pub(crate) height: u16,
     pub(crate) transparent: Option<u8>,
     pub(crate) dispose: Disposal,
+    /// Delay time of the graphic control extension, in centiseconds as written (0 when the
+    /// frame has none); [`crate::sampling::shown_cs`] applies the browsers' rule for 0 and 1.
+    pub(crate) delay_cs: u16,
     pub(crate) interlaced: bool,
     /// Byte offset and length of the local colour table.
     pub(crate) palette: Option<(usize, usize)>,
@@ -217,6 +220,7 @@ pub(crate) fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeEr
     // Graphic control extension state for the next image.
     let mut transparent = None;
     let mut dispose = Disposal::Any;
+    let mut delay_cs = 0u16;
     let mut pos = header_len;
     let end = loop {
         let Some(&intro) = bytes.get(pos) else { break End::Clean };
@@ -230,6 +234,7 @@ pub(crate) fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeEr
                     let packed = bytes[first + 1];
                     transparent = (packed & 1 != 0).then_some(bytes[first + 4]);
                     dispose = Disposal::from_bits(packed >> 2);
+                    delay_cs = u16_at(bytes, first + 2);
                 }
                 pos = next;
             }
@@ -279,6 +284,7 @@ pub(crate) fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeEr
                     height,
                     transparent,
                     dispose,
+                    delay_cs,
                     interlaced: flags & 0x40 != 0,
                     palette,
                     data,
@@ -294,7 +300,7 @@ pub(crate) fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<Scan, DecodeEr
                 }
                 local_palette_frames += usize::from(palette.is_some());
                 frames.push(meta);
-                (transparent, dispose) = (None, Disposal::Any);
+                (transparent, dispose, delay_cs) = (None, Disposal::Any, 0);
                 pos = next;
                 if !complete {
                     break End::Cut;

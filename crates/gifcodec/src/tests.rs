@@ -356,11 +356,21 @@ struct F {
     dispose: DisposalMethod,
     palette: Option<Vec<u8>>,
     interlaced: bool,
+    /// Graphic-control delay, centiseconds.
+    delay: u16,
 }
 
 fn f(rect: (u16, u16, u16, u16), fill: u8) -> F {
     let n = usize::from(rect.2) * usize::from(rect.3);
-    F { rect, px: vec![fill; n], transparent: None, dispose: DisposalMethod::Keep, palette: None, interlaced: false }
+    F {
+        rect,
+        px: vec![fill; n],
+        transparent: None,
+        dispose: DisposalMethod::Keep,
+        palette: None,
+        interlaced: false,
+        delay: 0,
+    }
 }
 
 fn encode(w: u16, h: u16, global: Option<&[u8]>, frames: &[F]) -> Vec<u8> {
@@ -378,6 +388,7 @@ fn encode(w: u16, h: u16, global: Option<&[u8]>, frames: &[F]) -> Vec<u8> {
                 dispose: fr.dispose,
                 palette: fr.palette.clone(),
                 interlaced: fr.interlaced,
+                delay: fr.delay,
                 ..gif::Frame::default()
             };
             enc.write_frame(&frame).unwrap();
@@ -625,6 +636,32 @@ fn zero_sized_screen_grows_to_first_frame() {
     let e = decode_and_sample(&empty, SPEC, &DecodeLimits::default()).unwrap_err();
     assert!(matches!(e, DecodeError::EmptyImage), "{e}");
     assert_eq!(e.reason(), "no_frames");
+}
+
+#[test]
+fn frames_are_sampled_by_display_time_and_signed() {
+    // Red 0.5 s, green 3 s, blue and white 0.5 s each (4.5 s): 9 instants of 0.5 s land once on
+    // red, six times on green, once each on blue and white. By index, green would be one of four.
+    let mut frames = vec![f((0, 0, 8, 8), 1), f((0, 0, 8, 8), 2), f((0, 0, 8, 8), 3), f((0, 0, 8, 8), 4)];
+    for (fr, d) in frames.iter_mut().zip([50, 300, 50, 50]) {
+        fr.delay = d;
+    }
+    let bytes = encode(8, 8, Some(&PAL), &frames);
+    let s = decode_and_sample(&bytes, SampleSpec { frames: 9, size: 8 }, &DecodeLimits::default()).unwrap();
+    assert_eq!((s.count, s.total_frames), (4, 4));
+    assert_eq!(s.indices, [0, 1, 2, 3]);
+    let nine = |n: f32| n / 9.0;
+    assert_eq!(s.shown, [nine(1.0), nine(6.0), nine(1.0), nine(1.0)]);
+    assert_eq!(&s.signatures[1].thumb[..3], &GREEN);
+    assert_eq!(s.signatures[1].luma_std, 0.0, "a uniform frame shows nothing");
+    assert!(s.signatures[0].distance(&s.signatures[1]) > 100.0);
+    // Three instants (0.75 s, 2.25 s, 3.75 s): none on red, two on green, one on blue.
+    let s = decode_and_sample(&bytes, SampleSpec { frames: 3, size: 8 }, &DecodeLimits::default()).unwrap();
+    assert_eq!(s.indices, [1, 2]);
+    assert_eq!(s.shown, [2.0 / 3.0, 1.0 / 3.0]);
+    assert_eq!(s.rgb.len(), 2 * 8 * 8 * 3);
+    assert_eq!(&s.rgb[..3], &GREEN);
+    assert_eq!(&s.rgb[8 * 8 * 3..8 * 8 * 3 + 3], &BLUE);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! **Owns** the model directory's manifest and its sha256 check ([`manifest`]), the device and
 //! precision policy ([`device`]), allocator tuning for a CPU model ([`allocator`]), the
 //! [`Backend`] trait and its TorchScript implementation ([`torch`]), warm-up and batch buckets
-//! ([`warmup`]) and the scoring data that turns frame scores into a GIF's tags ([`scoring`]).
+//! ([`warmup`]), which sampled frames the model runs on ([`skip`]) and the scoring data that
+//! turns frame scores into a GIF's tags ([`scoring`]).
 //!
 //! **Promises**: a loaded model was checked against its manifest (shape, vocabulary, sha256);
 //! every batch shape a caller will run can be warmed up before it reports ready.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod device;
 pub mod manifest;
 pub mod scoring;
+pub mod skip;
 pub mod torch;
 pub mod warmup;
 

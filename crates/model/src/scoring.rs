@@ -6,13 +6,17 @@
 //! in `model.json` and covered by the model version), calibrated by `tools/calibrate_scoring.py`
 //! on the calibration part of the labelled GIF set (`docs/quality.md`), not code constants.
 //!
-//! The rule, in order ([`ScoringRules::apply`]):
+//! The rule, in order ([`ScoringRules::apply`]), over the sampled frames of a [`FramePlan`]
+//! (a frame skipped as a near-duplicate takes the scores of the inferred frame it repeats,
+//! [`crate::skip`]):
 //! 1. A frame whose luma standard deviation is under `blank_luma_std` is content-free (black,
 //!    white or grey, a fade's darkest step, a 1×1 GIF scaled up): it contributes nothing. A GIF
 //!    of only such frames gets no tags.
 //! 2. The remaining frames, in display order, are cut into scenes: a frame starts a new scene
 //!    when the cosine similarity of its scores to the previous frame's is under
-//!    `scene_similarity`. A scene's score of a tag is the mean over its frames.
+//!    `scene_similarity`. A scene's score of a tag is the mean over its frames, each weighted by
+//!    its display time (`shown`: sampling is by time, so a frame on screen for several sampled
+//!    instants weighs that many).
 //! 3. Each scene offers its `per_scene_top_k` best tags that reach their threshold
 //!    (`tag_thresholds`, else `threshold`); a GIF's score of a tag is its best scene's. The
 //!    `max_tags` best offers are suggested.
@@ -23,17 +27,26 @@
 //! frame's noise, which max-pooling over frames would not.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use autotag_contract::{TagScore, normalize_tag};
 use serde::{Deserialize, Serialize};
+
+use crate::skip::{FramePlan, Work};
 
 /// How frame scores become a GIF's suggestions (module docs): the content of `scoring.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scoring {
-    /// Frames with a luma standard deviation ([`luma_std`], 0–255 units) under this contribute
-    /// nothing. 0 keeps every frame.
+    /// Frames with a luma standard deviation (`gifcodec::luma_std`, 0–255 units) under this
+    /// contribute nothing, and are not inferred ([`crate::skip`]). 0 keeps every frame.
     pub blank_luma_std: f32,
+    /// A sampled frame whose signature distance (`gifcodec::FrameSignature::distance`, the mean
+    /// absolute difference of 8×8 RGB thumbnails, 0–255) to an inferred frame is at most this
+    /// reuses that frame's scores instead of being inferred ([`crate::skip`], issue 16). Absent:
+    /// every content frame is inferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_distance: Option<f32>,
     /// Consecutive frames whose score vectors have a cosine similarity of at least this are one
     /// scene. -1 makes the whole GIF one scene (the mean over frames); above 1 every frame is its
     /// own scene (max-pooling).
@@ -55,6 +68,7 @@ impl Default for Scoring {
     fn default() -> Self {
         Self {
             blank_luma_std: 0.0,
+            duplicate_distance: None,
             scene_similarity: -1.0,
             per_scene_top_k: 5,
             max_tags: 5,
@@ -87,6 +101,9 @@ impl ScoringRules {
         if !(0.0..=255.0).contains(&scoring.blank_luma_std) {
             return bad(format!("blank_luma_std {} is not within [0, 255]", scoring.blank_luma_std));
         }
+        if let Some(d) = scoring.duplicate_distance.filter(|d| !(0.0..=255.0).contains(d)) {
+            return bad(format!("duplicate_distance {d} is not within [0, 255]"));
+        }
         if !scoring.scene_similarity.is_finite() {
             return bad("scene_similarity must be a number".into());
         }
@@ -115,13 +132,17 @@ impl ScoringRules {
     pub fn apply(&self, acc: &Accumulator, vocab: &[String]) -> Scored {
         let s = &self.scoring;
         let n = acc.num_tags;
-        let content: Vec<&[f32]> = acc
+        // (scores, weight) of each content frame, in display order.
+        let (content, weights): (Vec<&[f32]>, Vec<f32>) = acc
+            .plan
             .frames
             .iter()
-            .filter_map(|f| f.as_ref())
-            .filter(|f| f.luma_std >= s.blank_luma_std && f.scores.len() == n)
-            .map(|f| f.scores.as_slice())
-            .collect();
+            .filter(|f| f.luma_std >= s.blank_luma_std)
+            .filter_map(|f| {
+                let scores = acc.slots.get(f.scores_from?)?.as_deref()?;
+                (scores.len() == n).then_some((scores, finite(f.shown).max(0.0)))
+            })
+            .unzip();
         let mut scores = vec![0f32; n];
         let mut offers: BTreeMap<usize, f32> = BTreeMap::new();
         let mut scenes = 0;
@@ -132,9 +153,10 @@ impl ScoringRules {
                 j += 1;
             }
             scenes += 1;
-            let len = (j - i) as f32;
-            let mean: Vec<f32> =
-                (0..n).map(|t| content[i..j].iter().map(|f| finite(f[t])).sum::<f32>() / len).collect();
+            // Weighted by display time; equal weights if the plan carries none.
+            let total: f32 = weights[i..j].iter().sum();
+            let w = |k: usize| if total > 0.0 { weights[k] / total } else { 1.0 / (j - i) as f32 };
+            let mean: Vec<f32> = (0..n).map(|t| (i..j).map(|k| w(k) * finite(content[k][t])).sum::<f32>()).collect();
             for (g, m) in scores.iter_mut().zip(&mean) {
                 *g = g.max(*m);
             }
@@ -168,44 +190,55 @@ pub struct Scored {
     pub content_frames: usize,
 }
 
-/// One sampled frame's scores and how much it shows.
-#[derive(Debug, Clone)]
-struct FrameEntry {
-    scores: Vec<f32>,
-    luma_std: f32,
-}
-
-/// One GIF's frame scores, in display order. Frames of one GIF may arrive in several batches,
+/// One GIF's model output, slot by slot, and the [`FramePlan`] that says which sampled frame
+/// each slot is and which frames reuse it. Slots of one GIF may arrive in several batches,
 /// finished out of order by different model instances: each is set at its index.
 #[derive(Debug, Clone)]
 pub struct Accumulator {
     num_tags: usize,
-    frames: Vec<Option<FrameEntry>>,
+    plan: Arc<FramePlan>,
+    slots: Vec<Option<Vec<f32>>>,
     seen: usize,
 }
 
 impl Accumulator {
-    pub fn new(num_tags: usize, expected_frames: usize) -> Self {
-        Self { num_tags, frames: vec![None; expected_frames], seen: 0 }
+    pub fn new(num_tags: usize, plan: Arc<FramePlan>) -> Self {
+        let slots = vec![None; plan.inferred.len()];
+        Self { num_tags, plan, slots, seen: 0 }
     }
 
-    /// Set frame `index` (0-based in the GIF's sampled frames): its `num_tags` scores (empty
-    /// when the forward failed) and its [`luma_std`]. An index out of range or set twice is
-    /// ignored.
-    pub fn set_frame(&mut self, index: usize, scores: &[f32], luma_std: f32) {
-        if let Some(slot @ None) = self.frames.get_mut(index) {
-            *slot = Some(FrameEntry { scores: scores.to_vec(), luma_std });
+    /// Set inferred slot `slot` (0-based in [`FramePlan::inferred`]): its `num_tags` scores
+    /// (empty when the forward failed). A slot out of range or set twice is ignored.
+    pub fn set_frame(&mut self, slot: usize, scores: &[f32]) {
+        if let Some(entry @ None) = self.slots.get_mut(slot) {
+            *entry = Some(scores.to_vec());
             self.seen += 1;
         }
     }
 
     pub fn is_complete(&self) -> bool {
-        self.seen >= self.frames.len()
+        self.seen >= self.slots.len()
     }
 
-    /// Frames set so far.
+    /// Frames sampled (every frame of the plan, inferred or not).
     pub fn frames(&self) -> usize {
+        self.plan.frames.len()
+    }
+
+    /// Frames that went through the model (slots set so far).
+    pub fn inferred(&self) -> usize {
         self.seen
+    }
+
+    pub fn num_tags(&self) -> usize {
+        self.num_tags
+    }
+}
+
+impl Scoring {
+    /// The model work this scoring data allows ([`crate::skip`]).
+    pub fn work(&self) -> Work {
+        Work::Skip { blank_luma_std: self.blank_luma_std, duplicate_distance: self.duplicate_distance }
     }
 }
 
@@ -252,31 +285,6 @@ pub fn existing_tag_scores(scores: &[f32], vocab: &[String], existing: Option<&[
     Some(out)
 }
 
-/// The standard deviation of a frame's luma (ITU-R BT.601 weights), in 0–255 units: how much a
-/// frame shows. A uniform frame (all black, white, grey; a fade's darkest step; a 1×1 GIF scaled
-/// up) is 0. `rgb` is packed RGB (`len` a multiple of 3); an empty frame is 0.
-pub fn luma_std(rgb: &[u8]) -> f32 {
-    let n = rgb.len() / 3;
-    if n == 0 {
-        return 0.0;
-    }
-    let (mut sum, mut sq) = (0f64, 0f64);
-    for px in rgb.chunks_exact(3) {
-        let y = 0.299 * f64::from(px[0]) + 0.587 * f64::from(px[1]) + 0.114 * f64::from(px[2]);
-        sum += y;
-        sq += y * y;
-    }
-    let mean = sum / n as f64;
-    ((sq / n as f64 - mean * mean).max(0.0)).sqrt() as f32
-}
-
-/// [`luma_std`] of each frame of a sampled batch: `rgb` holds frames of `side` × `side` × 3 bytes
-/// one after the other (NHWC, what the decoder's sampling returns and the model takes).
-pub fn frame_lumas(rgb: &[u8], side: u32) -> Vec<f32> {
-    let frame = (side as usize * side as usize * 3).max(1);
-    rgb.chunks(frame).map(luma_std).collect()
-}
-
 /// A score as published: clamped to `[0, 1]` (guards against fp drift past 1) and rounded to
 /// 4 decimals for readable output.
 fn rounded(score: f32) -> f32 {
@@ -291,11 +299,15 @@ mod tests {
         ["cat", "coffee", "dog", "rocket"].iter().map(|s| s.to_string()).collect()
     }
 
+    /// Every frame inferred, equal display times.
     fn acc(frames: &[(&[f32], f32)]) -> Accumulator {
-        let mut a = Accumulator::new(4, frames.len());
+        let luma: Vec<f32> = frames.iter().map(|f| f.1).collect();
+        let shown = vec![1.0 / frames.len() as f32; frames.len()];
+        let plan = crate::skip::plan(&luma, &shown, |_, _| 0.0, Work::Full);
+        let mut a = Accumulator::new(4, Arc::new(plan));
         // Out of order, as model instances may finish them.
-        for (i, (s, l)) in frames.iter().enumerate().rev() {
-            a.set_frame(i, s, *l);
+        for (i, (s, _)) in frames.iter().enumerate().rev() {
+            a.set_frame(i, s);
         }
         assert!(a.is_complete());
         a
@@ -378,20 +390,48 @@ mod tests {
         let e = ScoringRules::new(Scoring { threshold: 1.5, ..Scoring::default() }, &vocab()).unwrap_err();
         assert!(e.0.contains("1.5"), "{e}");
         assert!(ScoringRules::new(Scoring { max_tags: 0, ..Scoring::default() }, &vocab()).is_err());
+        let e = ScoringRules::new(Scoring { duplicate_distance: Some(-1.0), ..Scoring::default() }, &vocab());
+        assert!(e.unwrap_err().0.contains("duplicate_distance"));
         assert!(serde_json::from_str::<Scoring>(r#"{"blank_luma_std":1,"scene_similarity":0.5,"per_scene_top_k":3,"max_tags":5,"threshold":0.4,"tag_threshold":{}}"#).is_err(), "unknown keys are refused");
     }
 
     #[test]
     fn frames_set_twice_or_out_of_range_are_ignored() {
-        let mut a = Accumulator::new(4, 2);
-        a.set_frame(0, &[1.0, 0.0, 0.0, 0.0], 9.0);
-        a.set_frame(0, &[0.0, 1.0, 0.0, 0.0], 9.0);
-        a.set_frame(7, &[0.0, 1.0, 0.0, 0.0], 9.0);
+        let plan = crate::skip::plan(&[9.0, 9.0], &[0.5, 0.5], |_, _| 0.0, Work::Full);
+        let mut a = Accumulator::new(4, Arc::new(plan));
+        a.set_frame(0, &[1.0, 0.0, 0.0, 0.0]);
+        a.set_frame(0, &[0.0, 1.0, 0.0, 0.0]);
+        a.set_frame(7, &[0.0, 1.0, 0.0, 0.0]);
         assert!(!a.is_complete());
-        a.set_frame(1, &[], 9.0); // a failed forward
+        a.set_frame(1, &[]); // a failed forward
         assert!(a.is_complete());
         let got = rules(Scoring::default()).apply(&a, &vocab());
         assert_eq!(names(&got), ["cat"]);
+    }
+
+    #[test]
+    fn duplicates_reuse_scores_weighted_by_the_time_they_show() {
+        // Sampled frames: cat (shown 0.5), a blank frame (0.125), a duplicate of cat (0.125),
+        // dog (0.25). Skipping infers two frames; the GIF scores as if all four were inferred.
+        let cat: &[f32] = &[0.8, 0.0, 0.1, 0.0];
+        let dog: &[f32] = &[0.1, 0.0, 0.9, 0.0];
+        let (luma, shown) = ([30.0, 0.0, 30.0, 30.0], [0.5, 0.125, 0.125, 0.25]);
+        let pictures = [0, 9, 0, 1];
+        let work = Work::Skip { blank_luma_std: 4.0, duplicate_distance: Some(1.0) };
+        let plan = crate::skip::plan(&luma, &shown, |a, b| if pictures[a] == pictures[b] { 0.0 } else { 50.0 }, work);
+        assert_eq!(plan.inferred, [0, 3]);
+        let mut a = Accumulator::new(4, Arc::new(plan));
+        a.set_frame(1, dog);
+        a.set_frame(0, cat);
+        assert!(a.is_complete());
+        assert_eq!((a.frames(), a.inferred()), (4, 2));
+        // One scene (similarity -1): weights 0.5 + 0.125 cat, 0.25 dog, over 0.875.
+        let s = Scoring { blank_luma_std: 4.0, threshold: 0.0, ..Scoring::default() };
+        let got = rules(s).apply(&a, &vocab());
+        let want_cat = (0.625 * 0.8 + 0.25 * 0.1) / 0.875;
+        assert!((got.scores[0] - want_cat).abs() < 1e-6, "{:?}", got.scores);
+        assert_eq!(got.content_frames, 3);
+        assert_eq!(names(&got)[..2], ["cat", "dog"]);
     }
 
     #[test]
@@ -404,28 +444,6 @@ mod tests {
         assert_eq!(existing_tag_scores(&scores, &vocab(), None), None);
         assert_eq!(existing_tag_scores(&scores, &vocab(), Some(&[])), None);
         assert_eq!(existing_tag_scores(&scores, &vocab(), Some(&["unicorn".to_owned()])), Some(vec![]));
-    }
-
-    #[test]
-    fn luma_std_of_uniform_and_two_tone_frames() {
-        assert_eq!(luma_std(&[]), 0.0);
-        assert_eq!(luma_std(&[7, 7, 7].repeat(100)), 0.0);
-        // Half black, half white: luma 0 and 255 (weights sum to 1), std 127.5.
-        let mut two = [0u8, 0, 0].repeat(50);
-        two.extend([255u8, 255, 255].repeat(50));
-        assert!((luma_std(&two) - 127.5).abs() < 1e-3, "{}", luma_std(&two));
-    }
-
-    #[test]
-    fn frame_lumas_are_per_sampled_frame() {
-        // Two 2×2 frames: a uniform one, then a half black, half white one.
-        let mut rgb = [9u8; 12].to_vec();
-        rgb.extend([0u8; 6]);
-        rgb.extend([255u8; 6]);
-        let l = frame_lumas(&rgb, 2);
-        assert_eq!(l.len(), 2);
-        assert_eq!(l[0], 0.0);
-        assert!((l[1] - 127.5).abs() < 1e-3);
     }
 
     #[test]

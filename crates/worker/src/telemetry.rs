@@ -14,6 +14,8 @@ pub const IN_FLIGHT: &str = "autotag_events_in_flight";
 pub const CONSUMER_PAUSED: &str = "autotag_consumer_paused";
 /// Partitions paused for backpressure now, by lane (issue 24).
 pub const PAUSED_PARTITIONS: &str = "autotag_kafka_paused_partitions";
+/// Sampled frames not sent to the model, by reason (`blank`, `duplicate`: issue 16).
+pub const FRAMES_SKIPPED: &str = "autotag_frames_skipped_total";
 
 /// The readiness condition set once the model is loaded and warmed up.
 pub const MODEL_READY: &str = "model_ready";
@@ -34,4 +36,5 @@ pub fn describe() {
     metrics::describe_gauge!(IN_FLIGHT, "Upload events consumed and not yet finished");
     metrics::describe_gauge!(CONSUMER_PAUSED, "1 while the consumer is paused for backpressure");
     metrics::describe_gauge!(PAUSED_PARTITIONS, "Partitions paused for backpressure now, by lane");
+    metrics::describe_counter!(FRAMES_SKIPPED, "Sampled frames not inferred, by reason (blank, duplicate)");
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use autotag_infra::shutdown::Shutdown;
-use gifcodec::SampledFrames;
+use autotag_model::skip::FramePlan;
 
 use super::{Job, recv_lane};
 use crate::telemetry;
@@ -25,9 +25,10 @@ use crate::telemetry;
 #[derive(Debug)]
 pub struct Decoded {
     pub job: Job,
-    pub frames: SampledFrames,
-    /// Each sampled frame's [`autotag_model::scoring::luma_std`].
-    pub luma: Vec<f32>,
+    /// The frames to infer (`plan.inferred`, in slot order), `side × side × 3` bytes each.
+    pub rgb: Vec<u8>,
+    /// Which sampled frames these are and which frames reuse their scores.
+    pub plan: Arc<FramePlan>,
 }
 
 /// The frames of one GIF inside a batch.
@@ -37,12 +38,10 @@ pub struct BatchPart {
     pub gif: u64,
     /// Frames of this GIF in this batch (consecutive, in batch order).
     pub frames: usize,
-    /// Index of the first of them among the GIF's sampled frames.
+    /// Slot of the first of them among the GIF's inferred frames.
     pub first: usize,
-    /// Their [`autotag_model::scoring::luma_std`], one per frame.
-    pub luma: Vec<f32>,
-    /// Frames of this GIF in all batches.
-    pub total_frames: usize,
+    /// The GIF's frame plan (its inferred frames are its frames in all batches).
+    pub plan: Arc<FramePlan>,
     /// Set on the GIF's last part.
     pub job: Option<Job>,
 }
@@ -76,13 +75,13 @@ impl Batcher {
         let mut full = Vec::new();
         let gif = self.next_gif;
         self.next_gif += 1;
-        let total = d.frames.count;
+        let total = d.plan.inferred.len();
         let mut job = Some(d.job);
         let mut offset = 0;
         if total == 0 {
             // Nothing to infer; cannot happen for a decoded GIF, but don't lose the job.
             let b = self.open();
-            b.parts.push(BatchPart { gif, frames: 0, first: 0, luma: Vec::new(), total_frames: 0, job: job.take() });
+            b.parts.push(BatchPart { gif, frames: 0, first: 0, plan: d.plan, job: job.take() });
             return full;
         }
         while offset < total {
@@ -90,7 +89,7 @@ impl Batcher {
             let fb = self.frame_bytes;
             let b = self.open();
             let take = (max_batch - b.n).min(total - offset);
-            b.data.extend_from_slice(&d.frames.rgb[offset * fb..(offset + take) * fb]);
+            b.data.extend_from_slice(d.rgb.get(offset * fb..(offset + take) * fb).unwrap_or_default());
             b.n += take;
             offset += take;
             let last = offset == total;
@@ -98,8 +97,7 @@ impl Batcher {
                 gif,
                 frames: take,
                 first: offset - take,
-                luma: (offset - take..offset).map(|i| d.luma.get(i).copied().unwrap_or(f32::MAX)).collect(),
-                total_frames: total,
+                plan: d.plan.clone(),
                 job: if last { job.take() } else { None },
             });
             if b.n >= max_batch {
@@ -284,17 +282,11 @@ mod tests {
             offsets: autotag_infra::offsets::Offsets::default(),
             _permit: None,
         };
+        let plan = FramePlan { inferred: (0..frames).collect(), ..FramePlan::default() };
         Decoded {
             job: Job { ticket, upload: parse_upload(Some(payload)).unwrap(), warnings: Vec::new() },
-            frames: SampledFrames {
-                rgb: vec![fill; frames * (side as usize).pow(2) * 3],
-                count: frames,
-                total_frames: frames,
-                width: side,
-                height: side,
-                warnings: Vec::new(),
-            },
-            luma: (0..frames).map(|i| i as f32).collect(),
+            rgb: vec![fill; frames * (side as usize).pow(2) * 3],
+            plan: Arc::new(plan),
         }
     }
 
@@ -311,12 +303,12 @@ mod tests {
         assert_eq!(first.parts.len(), 2);
         assert!(first.parts[0].job.is_some(), "gif 0 complete in batch 1");
         assert!(first.parts[1].job.is_none(), "gif 1 continues in the next batch");
-        assert_eq!((first.parts[1].first, &first.parts[1].luma[..]), (0, &[0.0][..]));
+        assert_eq!((first.parts[1].first, first.parts[1].frames), (0, 1));
         let rest = b.flush().unwrap();
         assert_eq!(rest.n, 2);
         assert_eq!(rest.parts[0].gif, 1);
         assert!(rest.parts[0].job.is_some());
-        assert_eq!((rest.parts[0].first, &rest.parts[0].luma[..]), (1, &[1.0, 2.0][..]), "frames 1 and 2 of gif 1");
+        assert_eq!((rest.parts[0].first, rest.parts[0].frames), (1, 2), "frames 1 and 2 of gif 1");
         assert!(b.flush().is_none());
     }
 

@@ -1,5 +1,7 @@
 //! The decode stage: runs [`gifcodec::decode_and_sample`] on a bounded pool of blocking
-//! threads. The GIF codec itself (limits, compositing, LZW, resize) is the `gifcodec` crate.
+//! threads, then plans the model work ([`autotag_model::skip`]: blank frames and near-duplicates
+//! of an inferred frame are not inferred) and passes on only the frames to infer. The GIF codec
+//! itself (limits, compositing, LZW, resize, frame signatures) is the `gifcodec` crate.
 //!
 //! Decoding is CPU-bound, so it must not run on the async runtime's threads
 //! (it would stall Kafka polling and S3 I/O). A semaphore bounds the number
@@ -14,8 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use autotag_contract::{Reason, Stage};
-use autotag_model::scoring::frame_lumas;
-use gifcodec::{DecodeError, DecodeLimits, SampleSpec, decode_and_sample};
+use autotag_model::skip::{FramePlan, SkipReason, Work, plan};
+use gifcodec::{DecodeError, DecodeLimits, SampleSpec, SampledFrames, decode_and_sample};
 
 use super::batch::Decoded;
 use super::fetch::Fetched;
@@ -26,6 +28,8 @@ use crate::telemetry;
 pub struct DecodeStage {
     pub threads: usize,
     pub spec: SampleSpec,
+    /// What model work may be skipped: the model's scoring data ([`autotag_model::scoring::Scoring::work`]).
+    pub work: Work,
     pub limits: DecodeLimits,
     pub timeout: Duration,
     pub fetched: mpsc::Receiver<Fetched>,
@@ -67,7 +71,7 @@ impl DecodeStage {
                 else => None,
             };
             let Some(Fetched { job, bytes, reserved }) = next else { break };
-            let (spec, limits, timeout) = (self.spec, limits.clone(), self.timeout);
+            let (spec, limits, timeout, work) = (self.spec, limits.clone(), self.timeout, self.work);
             let decoded = match (&self.decoded_backfill, job.ticket.source) {
                 (Some(b), autotag_contract::Source::Backfill) => b.clone(),
                 _ => self.decoded.clone(),
@@ -81,12 +85,7 @@ impl DecodeStage {
                     // The download's memory goes back to the fetch stage's budget here.
                     drop(bytes);
                     drop(reserved);
-                    // How much each frame shows, where the pixels are (content-free frames
-                    // contribute nothing to the GIF's tags: `autotag_model::scoring`).
-                    frames.map(|f| {
-                        let luma = frame_lumas(&f.rgb, spec.size);
-                        (f, luma)
-                    })
+                    frames.map(|f| planned(f, spec.size, work))
                 });
                 let result = tokio::time::timeout(timeout, work).await;
                 metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")
@@ -94,11 +93,16 @@ impl DecodeStage {
                 let gif_id = job.upload.event.gif_id.clone();
                 // Every failure becomes one dead letter: (reason, detail).
                 let (reason, detail) = match result {
-                    Ok(Ok(Ok((frames, luma)))) => {
-                        debug!(%gif_id, frames = frames.count, total = frames.total_frames, "decoded");
+                    Ok(Ok(Ok((frames, plan)))) => {
+                        debug!(%gif_id, frames = frames.count, inferred = plan.inferred.len(),
+                               total = frames.total_frames, "decoded");
+                        for r in SkipReason::ALL {
+                            metrics::counter!(telemetry::FRAMES_SKIPPED, "reason" => r.as_str())
+                                .increment(plan.skipped(r) as u64);
+                        }
                         let mut job = job;
                         job.warnings.clone_from(&frames.warnings);
-                        let _ = decoded.send(Decoded { job, frames, luma }).await;
+                        let _ = decoded.send(Decoded { job, rgb: frames.rgb, plan: Arc::new(plan) }).await;
                         return;
                     }
                     Ok(Ok(Err(e))) => {
@@ -123,6 +127,16 @@ impl DecodeStage {
         while tasks.join_next().await.is_some() {}
         debug!("decode stage drained");
     }
+}
+
+/// Plan the model work of decoded frames ([`autotag_model::skip::plan`] over the decoder's
+/// signatures) and keep only the frames to infer in `frames.rgb`.
+pub fn planned(mut frames: SampledFrames, side: u32, work: Work) -> (SampledFrames, FramePlan) {
+    let luma: Vec<f32> = frames.signatures.iter().map(|s| s.luma_std).collect();
+    let sigs = &frames.signatures;
+    let p = plan(&luma, &frames.shown, |a, b| sigs[a].distance(&sigs[b]), work);
+    p.compact(&mut frames.rgb, (side as usize).pow(2) * 3);
+    (frames, p)
 }
 
 /// The dead-letter reason of a decode error. Exhaustive: a new [`DecodeError`] variant does not

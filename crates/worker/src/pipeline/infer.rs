@@ -175,11 +175,16 @@ fn run_loop(sh: &Shared) {
         let t = Instant::now();
         let padded = bucket_for(&sh.buckets, batch.n);
         batch.data.resize(padded * frame, 0);
-        // One retry: a transient device error should not dead-letter a batch.
-        let result = sh.backend.forward(&batch.data, padded).or_else(|e| {
-            warn!(error = %e, "forward failed; retrying once");
-            sh.backend.forward(&batch.data, padded)
-        });
+        // One retry: a transient device error should not dead-letter a batch. A batch of GIFs
+        // whose every frame was skipped (blank GIFs) needs no forward.
+        let result = if batch.n == 0 {
+            Ok(Vec::new())
+        } else {
+            sh.backend.forward(&batch.data, padded).or_else(|e| {
+                warn!(error = %e, "forward failed; retrying once");
+                sh.backend.forward(&batch.data, padded)
+            })
+        };
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "infer").record(t.elapsed().as_secs_f64());
         let mut done = Vec::new();
         {
@@ -187,21 +192,20 @@ fn run_loop(sh: &Shared) {
             let mut row = 0;
             for part in batch.parts {
                 let p = open.entry(part.gif).or_insert_with(|| Pending {
-                    acc: Accumulator::new(num_tags, part.total_frames),
+                    acc: Accumulator::new(num_tags, part.plan.clone()),
                     job: None,
                     failed: None,
                 });
                 match &result {
                     Ok(scores) => {
                         for (k, r) in (row..row + part.frames).enumerate() {
-                            let luma = part.luma.get(k).copied().unwrap_or(f32::MAX);
-                            p.acc.set_frame(part.first + k, &scores[r * num_tags..(r + 1) * num_tags], luma);
+                            p.acc.set_frame(part.first + k, &scores[r * num_tags..(r + 1) * num_tags]);
                         }
                     }
                     Err(e) => {
                         // Count the frames anyway so the GIF completes (as a failure).
                         for k in 0..part.frames {
-                            p.acc.set_frame(part.first + k, &[], 0.0);
+                            p.acc.set_frame(part.first + k, &[]);
                         }
                         p.failed = Some(e.to_string());
                     }
@@ -235,5 +239,5 @@ fn finish(job: Job, acc: &Accumulator, info: &ModelInfo) -> Outcome {
     let scored = info.scoring.apply(acc, &info.tags);
     let existing_tag_scores =
         existing_tag_scores(&scored.scores, &info.tags, job.upload.event.existing_tags.as_deref());
-    Outcome::Tagged { job, tags: scored.tags, existing_tag_scores, frames: acc.frames() }
+    Outcome::Tagged { job, tags: scored.tags, existing_tag_scores, frames: acc.frames(), inferred: acc.inferred() }
 }

@@ -95,7 +95,10 @@ pub enum Outcome {
         tags: Vec<TagScore>,
         /// The scores of the upload's `existing_tags` in the vocabulary (`None`: it had none).
         existing_tag_scores: Option<Vec<TagScore>>,
+        /// Frames sampled.
         frames: usize,
+        /// Of those, frames the model ran on.
+        inferred: usize,
     },
     Failed {
         ticket: Ticket,

@@ -62,10 +62,11 @@ pub struct PublishStage {
 impl PublishStage {
     fn render(&self, outcome: Outcome) -> (Ticket, Output) {
         match outcome {
-            Outcome::Tagged { job, tags, existing_tag_scores, frames } => {
+            Outcome::Tagged { job, tags, existing_tag_scores, frames, inferred } => {
                 let mut s = Suggestion::new(&job.upload.event, self.model.clone(), tags, frames, job.ticket.source)
                     .with_warnings(&job.warnings);
                 s.existing_tag_scores = existing_tag_scores;
+                s.frames_inferred = Some(inferred);
                 // A struct of strings and numbers: serialising it cannot fail.
                 let payload = serde_json::to_vec(&s).unwrap_or_default();
                 let out = Output {
