@@ -24,9 +24,10 @@ necessarily precise on others). The winner maximises scene recall + recall among
 whose calibration precision is at least `--precision` (a margin above the 0.95 goal: the
 evaluation part's classes are not the calibration part's). Deterministic.
 
-`duplicate_distance` (issue 16: a frame this close to an inferred one reuses its scores) is not
+`duplicate_distance` and `duplicate_histogram_distance` (issue 16: a frame this close to an
+inferred one reuses its scores) are not
 searched here: it trades model work for quality, and was chosen by `autotag eval` runs on the
-calibration part over a range of values (docs/quality.md, "Less model work per GIF"); it is
+calibration part over a range of values (docs/quality.md, "Less model work per GIF"); they are
 carried into the output as set below.
 """
 
@@ -44,9 +45,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # 20-80. 4 (1.6 % of the luma range) drops black/white/grey frames and the darkest fade steps
 # and keeps any frame that shows a picture.
 BLANK_LUMA_STD = 4.0
-# Thumbnail distance (0-255) under which a sampled frame reuses an inferred frame's scores:
-# 8 infers 31 % fewer frames on the calibration part at equal IOU (docs/quality.md).
+# Thumbnail distance (0-255) and colour-histogram distance (0-1) under which a sampled frame
+# reuses an inferred frame's scores: together they infer 42 % fewer frames on the calibration part
+# at equal IOU (docs/quality.md, "Less model work per GIF").
 DUPLICATE_DISTANCE = 8.0
+DUPLICATE_HISTOGRAM_DISTANCE = 0.05
 MAX_TAGS = 10
 GRID = {
     "scene_similarity": [0.5, 0.7, 0.85],
@@ -162,6 +165,7 @@ def main():
         for k in GRID["per_scene_top_k"]:
             for t in GRID["threshold"]:
                 p = {"blank_luma_std": BLANK_LUMA_STD, "duplicate_distance": DUPLICATE_DISTANCE,
+                     "duplicate_histogram_distance": DUPLICATE_HISTOGRAM_DISTANCE,
                      "scene_similarity": sim, "per_scene_top_k": k,
                      "max_tags": MAX_TAGS, "threshold": t}
                 th = fit_tag_thresholds(rows, p, vocab, a.tag_precision, a.min_support)

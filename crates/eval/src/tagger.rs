@@ -78,7 +78,11 @@ impl Tagger {
         let work = if self.full_work { Work::Full } else { self.info.scoring.scoring.work() };
         let luma: Vec<f32> = frames.signatures.iter().map(|s| s.luma_std).collect();
         let sigs = &frames.signatures;
-        let plan = Arc::new(plan(&luma, &frames.shown, |a, b| sigs[a].distance(&sigs[b]), work));
+        let scoring = &self.info.scoring.scoring;
+        let distance = |a: usize, b: usize| {
+            scoring.frame_distance(sigs[a].distance(&sigs[b]), sigs[a].histogram_distance(&sigs[b]))
+        };
+        let plan = Arc::new(plan(&luma, &frames.shown, distance, work));
         let distances: Vec<Vec<f32>> =
             (0..sigs.len()).map(|i| (0..i).map(|j| sigs[i].distance(&sigs[j])).collect()).collect();
         plan.compact(&mut frames.rgb, (self.info.side as usize).pow(2) * 3);

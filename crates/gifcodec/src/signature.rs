@@ -6,6 +6,8 @@
 
 /// Side of the thumbnail grid: the frame is averaged over `THUMB × THUMB` blocks.
 pub const THUMB: usize = 8;
+/// Colour histogram bins: 4 levels per channel (the top 2 bits of each of R, G, B).
+pub const HIST_BINS: usize = 64;
 
 /// What the decoder tells about one sampled frame besides its pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +18,9 @@ pub struct FrameSignature {
     /// block (192 bytes): the "small-scale difference" of ffmpeg's `mpdecimate`, at a scale where
     /// dithering, palette noise and compression noise average out.
     pub thumb: [u8; THUMB * THUMB * 3],
+    /// Share of the frame's pixels in each of 64 colour bins (4 levels per channel): where the
+    /// thumbnail says "moved" for a pan or a zoom over one picture, the colours stay.
+    pub hist: [f32; HIST_BINS],
 }
 
 impl FrameSignature {
@@ -24,8 +29,10 @@ impl FrameSignature {
     pub fn of(rgb: &[u8], side: usize) -> Self {
         let mut sums = [0u64; THUMB * THUMB * 3];
         let mut counts = [0u64; THUMB * THUMB];
+        let mut bins = [0u64; HIST_BINS];
         let side = side.max(1);
         for (i, px) in rgb.chunks_exact(3).take(side * side).enumerate() {
+            bins[usize::from(px[0] >> 6) * 16 + usize::from(px[1] >> 6) * 4 + usize::from(px[2] >> 6)] += 1;
             let (y, x) = (i / side, i % side);
             let b = (y * THUMB / side) * THUMB + x * THUMB / side;
             counts[b] += 1;
@@ -39,7 +46,14 @@ impl FrameSignature {
             // A mean of u8 values fits a u8; an empty block (side < 8) is 0.
             *t = (sums[i] + n / 2).checked_div(n).map_or(0, |m| u8::try_from(m).unwrap_or(u8::MAX));
         }
-        Self { luma_std: luma_std(rgb), thumb }
+        let pixels: u64 = bins.iter().sum();
+        let mut hist = [0f32; HIST_BINS];
+        if pixels > 0 {
+            for (h, &b) in hist.iter_mut().zip(&bins) {
+                *h = b as f32 / pixels as f32;
+            }
+        }
+        Self { luma_std: luma_std(rgb), thumb, hist }
     }
 
     /// How different two frames look: the mean absolute difference of their thumbnails, in
@@ -47,6 +61,14 @@ impl FrameSignature {
     pub fn distance(&self, other: &Self) -> f32 {
         let sum: u32 = self.thumb.iter().zip(&other.thumb).map(|(a, b)| u32::from(a.abs_diff(*b))).sum();
         sum as f32 / self.thumb.len() as f32
+    }
+}
+
+impl FrameSignature {
+    /// How different two frames' colours are, wherever they are: half the L1 distance of their
+    /// histograms, in `[0, 1]` (0: the same colour shares; 1: no colour in common).
+    pub fn histogram_distance(&self, other: &Self) -> f32 {
+        0.5 * self.hist.iter().zip(&other.hist).map(|(a, b)| (a - b).abs()).sum::<f32>()
     }
 }
 
@@ -100,6 +122,11 @@ mod tests {
         let mirrored: Vec<u8> = rgb.chunks(side * 3).flat_map(|row| row.chunks(3).rev().flatten().copied()).collect();
         let m = FrameSignature::of(&mirrored, side);
         assert!((s.distance(&m) - 170.0).abs() < 1e-3, "{}", s.distance(&m));
+        // …yet the same colours: half red, half blue.
+        assert_eq!(s.histogram_distance(&m), 0.0);
+        assert!((s.hist[3 * 16] - 0.5).abs() < 1e-6 && (s.hist[3] - 0.5).abs() < 1e-6);
+        let green = FrameSignature::of(&[0u8, 255, 0].repeat(side * side), side);
+        assert!((s.histogram_distance(&green) - 1.0).abs() < 1e-6);
         // Side not a multiple of 8, and a short buffer, do not panic.
         let odd = FrameSignature::of(&[9u8; 5 * 5 * 3], 5);
         assert!(odd.thumb.iter().all(|&v| v == 9 || v == 0));

@@ -47,6 +47,12 @@ pub struct Scoring {
     /// every content frame is inferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_distance: Option<f32>,
+    /// A sampled frame whose colour histogram distance (`gifcodec::FrameSignature::histogram_distance`,
+    /// half the L1 distance of 64-bin histograms, 0–1) to an inferred frame is at most this is a
+    /// duplicate too, however far its thumbnail moved (a pan or a zoom over one picture). Needs
+    /// `duplicate_distance`; absent: only the thumbnail decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_histogram_distance: Option<f32>,
     /// Consecutive frames whose score vectors have a cosine similarity of at least this are one
     /// scene. -1 makes the whole GIF one scene (the mean over frames); above 1 every frame is its
     /// own scene (max-pooling).
@@ -69,6 +75,7 @@ impl Default for Scoring {
         Self {
             blank_luma_std: 0.0,
             duplicate_distance: None,
+            duplicate_histogram_distance: None,
             scene_similarity: -1.0,
             per_scene_top_k: 5,
             max_tags: 5,
@@ -103,6 +110,9 @@ impl ScoringRules {
         }
         if let Some(d) = scoring.duplicate_distance.filter(|d| !(0.0..=255.0).contains(d)) {
             return bad(format!("duplicate_distance {d} is not within [0, 255]"));
+        }
+        if let Some(d) = scoring.duplicate_histogram_distance.filter(|d| !(0.0..=1.0).contains(d)) {
+            return bad(format!("duplicate_histogram_distance {d} is not within [0, 1]"));
         }
         if !scoring.scene_similarity.is_finite() {
             return bad("scene_similarity must be a number".into());
@@ -239,6 +249,17 @@ impl Scoring {
     /// The model work this scoring data allows ([`crate::skip`]).
     pub fn work(&self) -> Work {
         Work::Skip { blank_luma_std: self.blank_luma_std, duplicate_distance: self.duplicate_distance }
+    }
+
+    /// The distance [`crate::skip::plan`] compares with `duplicate_distance`, from a frame pair's
+    /// thumbnail distance (0–255) and histogram distance (0–1): the thumbnail's, or, with
+    /// `duplicate_histogram_distance`, the smaller of it and the histogram distance rescaled so
+    /// that the two thresholds coincide (a pair is a duplicate when either is within its own).
+    pub fn frame_distance(&self, thumb: f32, hist: f32) -> f32 {
+        match (self.duplicate_distance, self.duplicate_histogram_distance) {
+            (Some(d), Some(h)) if h > 0.0 => thumb.min(hist * d / h),
+            _ => thumb,
+        }
     }
 }
 
@@ -392,6 +413,19 @@ mod tests {
         assert!(ScoringRules::new(Scoring { max_tags: 0, ..Scoring::default() }, &vocab()).is_err());
         let e = ScoringRules::new(Scoring { duplicate_distance: Some(-1.0), ..Scoring::default() }, &vocab());
         assert!(e.unwrap_err().0.contains("duplicate_distance"));
+        let e = ScoringRules::new(Scoring { duplicate_histogram_distance: Some(2.0), ..Scoring::default() }, &vocab());
+        assert!(e.unwrap_err().0.contains("duplicate_histogram_distance"));
+    }
+
+    #[test]
+    fn a_pair_is_a_duplicate_when_either_distance_is_within_its_threshold() {
+        let s =
+            Scoring { duplicate_distance: Some(8.0), duplicate_histogram_distance: Some(0.2), ..Scoring::default() };
+        assert_eq!(s.frame_distance(5.0, 0.9), 5.0, "thumbnail close");
+        assert!((s.frame_distance(40.0, 0.1) - 4.0).abs() < 1e-6, "colours close: within 8 after rescaling");
+        assert!(s.frame_distance(40.0, 0.3) > 8.0, "neither");
+        let thumb_only = Scoring { duplicate_distance: Some(8.0), ..Scoring::default() };
+        assert_eq!(thumb_only.frame_distance(40.0, 0.0), 40.0);
         assert!(serde_json::from_str::<Scoring>(r#"{"blank_luma_std":1,"scene_similarity":0.5,"per_scene_top_k":3,"max_tags":5,"threshold":0.4,"tag_threshold":{}}"#).is_err(), "unknown keys are refused");
     }
 

@@ -135,7 +135,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         DecodeStage {
             threads: decode_threads,
             spec: SampleSpec { frames: cfg.frames.per_gif, size: info.side },
-            work: info.scoring.scoring.work(),
+            scoring: Arc::new(info.scoring.scoring.clone()),
             limits: cfg.limits.clone(),
             timeout: cfg.pipeline.decode_timeout,
             fetched: fetched_rx,

@@ -16,7 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use autotag_contract::{Reason, Stage};
-use autotag_model::skip::{FramePlan, SkipReason, Work, plan};
+use autotag_model::scoring::Scoring;
+use autotag_model::skip::{FramePlan, SkipReason, plan};
 use gifcodec::{DecodeError, DecodeLimits, SampleSpec, SampledFrames, decode_and_sample};
 
 use super::batch::Decoded;
@@ -28,8 +29,8 @@ use crate::telemetry;
 pub struct DecodeStage {
     pub threads: usize,
     pub spec: SampleSpec,
-    /// What model work may be skipped: the model's scoring data ([`autotag_model::scoring::Scoring::work`]).
-    pub work: Work,
+    /// The model's scoring data: what model work may be skipped ([`autotag_model::skip`]).
+    pub scoring: Arc<Scoring>,
     pub limits: DecodeLimits,
     pub timeout: Duration,
     pub fetched: mpsc::Receiver<Fetched>,
@@ -71,7 +72,7 @@ impl DecodeStage {
                 else => None,
             };
             let Some(Fetched { job, bytes, reserved }) = next else { break };
-            let (spec, limits, timeout, work) = (self.spec, limits.clone(), self.timeout, self.work);
+            let (spec, limits, timeout, scoring) = (self.spec, limits.clone(), self.timeout, self.scoring.clone());
             let decoded = match (&self.decoded_backfill, job.ticket.source) {
                 (Some(b), autotag_contract::Source::Backfill) => b.clone(),
                 _ => self.decoded.clone(),
@@ -85,7 +86,7 @@ impl DecodeStage {
                     // The download's memory goes back to the fetch stage's budget here.
                     drop(bytes);
                     drop(reserved);
-                    frames.map(|f| planned(f, spec.size, work))
+                    frames.map(|f| planned(f, spec.size, &scoring))
                 });
                 let result = tokio::time::timeout(timeout, work).await;
                 metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")
@@ -131,10 +132,12 @@ impl DecodeStage {
 
 /// Plan the model work of decoded frames ([`autotag_model::skip::plan`] over the decoder's
 /// signatures) and keep only the frames to infer in `frames.rgb`.
-pub fn planned(mut frames: SampledFrames, side: u32, work: Work) -> (SampledFrames, FramePlan) {
+pub fn planned(mut frames: SampledFrames, side: u32, scoring: &Scoring) -> (SampledFrames, FramePlan) {
     let luma: Vec<f32> = frames.signatures.iter().map(|s| s.luma_std).collect();
     let sigs = &frames.signatures;
-    let p = plan(&luma, &frames.shown, |a, b| sigs[a].distance(&sigs[b]), work);
+    let distance =
+        |a: usize, b: usize| scoring.frame_distance(sigs[a].distance(&sigs[b]), sigs[a].histogram_distance(&sigs[b]));
+    let p = plan(&luma, &frames.shown, distance, scoring.work());
     p.compact(&mut frames.rgb, (side as usize).pow(2) * 3);
     (frames, p)
 }
