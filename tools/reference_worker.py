@@ -33,31 +33,17 @@ import boto3
 import numpy as np
 import torch
 from confluent_kafka import Consumer, Producer, TopicPartition
-from PIL import Image
+
+from bench_pillow_decode import work  # tools/ is this script's folder
 
 SIZE = 224
 
 
-def sample_indices(n, k):
-    """autotag's index sampling before issue 16: the centres of k equal slices."""
-    if k >= n:
-        return list(range(n))
-    return [(2 * i + 1) * n // (2 * k) for i in range(k)]
-
-
 def frames_of(data, k):
-    im = Image.open(io.BytesIO(data))
-    n = getattr(im, "n_frames", 1)
-    out = []
-    for idx in sample_indices(n, k):
-        im.seek(idx)
-        rgb = im.convert("RGB")
-        w, h = rgb.size
-        side = min(w, h)
-        left, top = (w - side) / 2.0, (h - side) / 2.0
-        out.append(np.asarray(rgb.resize((SIZE, SIZE), Image.Resampling.BILINEAR,
-                                         box=(left, top, left + side, top + side))))
-    return np.stack(out)
+    """The decode of `bench_pillow_decode.py` (autotag's index sampling before issue 16, Pillow's
+    compositing, bilinear resize of the centre square) as one uint8 array [n, SIZE, SIZE, 3]."""
+    _, images = work(data, k, SIZE)
+    return np.stack([np.asarray(im) for im in images])
 
 
 def now():

@@ -46,11 +46,6 @@ use serde_json::{Value, json};
 
 const BUCKET: &str = "gifs";
 
-/// Settings `tests/common` pins for the tests that a benchmark must not inherit: the worker
-/// runs with `config/default.toml` (or what the caller's environment says) for these.
-const TEST_TUNING: &[&str] =
-    &["AUTOTAG__MODEL__THREADS", "AUTOTAG__PIPELINE__DECODE_THREADS", "AUTOTAG__BATCH__MAX_BATCH"];
-
 #[derive(Debug, Parser)]
 #[command(about = "autotag end-to-end benchmark")]
 struct Args {
@@ -818,7 +813,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
         s3.put(BUCKET, &format!("bench/{f}"), read(&testdata(f))).await;
     }
     let mut env = WorkerEnv::new(&broker, &s3);
-    env.vars.retain(|(k, _)| !TEST_TUNING.contains(&k.as_str()));
+    env.default_tuning();
     env.set("AUTOTAG_LOG", "info");
     env.set("AUTOTAG__MODEL__DEVICE", &r.device);
     for (k, v) in &r.env {

@@ -194,14 +194,8 @@ fn start(
         return Ok(Running::Python(children));
     }
     let mut env = WorkerEnv::new(broker, s3);
-    // The benchmark runs the default tuning, not the tests' pinned settings.
-    env.vars.retain(|(k, _)| {
-        !["AUTOTAG__MODEL__THREADS", "AUTOTAG__PIPELINE__DECODE_THREADS", "AUTOTAG__BATCH__MAX_BATCH"]
-            .contains(&k.as_str())
-    });
-    env.set("AUTOTAG__KAFKA__TOPICS__UPLOADS", &topics.uploads);
-    env.set("AUTOTAG__KAFKA__TOPICS__SUGGESTIONS", &topics.suggestions);
-    env.set("AUTOTAG__KAFKA__TOPICS__DEAD_LETTERS", &topics.dlq);
+    env.default_tuning();
+    env.topics(&topics.uploads, &topics.suggestions, &topics.dlq);
     env.set("AUTOTAG__LANES__BACKFILL_ENABLED", "false");
     env.set("AUTOTAG_LOG", "warn");
     match contender {

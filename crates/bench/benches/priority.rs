@@ -93,14 +93,8 @@ impl Phase {
 
     fn worker(&self, broker: &Broker, s3: &S3Server, name: &str) -> Worker {
         let mut env = WorkerEnv::new(broker, s3);
-        // The benchmark runs the default tuning, not the tests' pinned settings.
-        env.vars.retain(|(k, _)| {
-            !["AUTOTAG__MODEL__THREADS", "AUTOTAG__PIPELINE__DECODE_THREADS", "AUTOTAG__BATCH__MAX_BATCH"]
-                .contains(&k.as_str())
-        });
-        env.set("AUTOTAG__KAFKA__TOPICS__UPLOADS", &self.uploads);
-        env.set("AUTOTAG__KAFKA__TOPICS__SUGGESTIONS", &self.suggestions);
-        env.set("AUTOTAG__KAFKA__TOPICS__DEAD_LETTERS", &self.dlq);
+        env.default_tuning();
+        env.topics(&self.uploads, &self.suggestions, &self.dlq);
         env.set("AUTOTAG__LANES__BACKFILL_TOPIC", &self.backfill);
         env.set("AUTOTAG_LOG", "warn");
         let mut w = Worker::start(&env, name);

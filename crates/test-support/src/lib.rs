@@ -466,7 +466,25 @@ impl WorkerEnv {
         self.vars.retain(|(key, _)| key != k);
         self.vars.push((k.to_owned(), v.to_owned()));
     }
+
+    /// Drop the tuning the tests pin (one model thread, one decode thread, batches of 8), so the
+    /// worker runs `config/default.toml`'s (or the caller's `AUTOTAG__…` environment's): what a
+    /// benchmark measures.
+    pub fn default_tuning(&mut self) {
+        self.vars.retain(|(k, _)| !TEST_TUNING.contains(&k.as_str()));
+    }
+
+    /// Point the worker at other topics (uploads, suggestions, dead letters).
+    pub fn topics(&mut self, uploads: &str, suggestions: &str, dead_letters: &str) {
+        self.set("AUTOTAG__KAFKA__TOPICS__UPLOADS", uploads);
+        self.set("AUTOTAG__KAFKA__TOPICS__SUGGESTIONS", suggestions);
+        self.set("AUTOTAG__KAFKA__TOPICS__DEAD_LETTERS", dead_letters);
+    }
 }
+
+/// The settings [`WorkerEnv::new`] pins for tests and [`WorkerEnv::default_tuning`] drops.
+pub const TEST_TUNING: &[&str] =
+    &["AUTOTAG__MODEL__THREADS", "AUTOTAG__PIPELINE__DECODE_THREADS", "AUTOTAG__BATCH__MAX_BATCH"];
 
 /// A running service binary of the workspace (the worker, the relabel job), its stderr in a
 /// log file.
