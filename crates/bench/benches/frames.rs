@@ -66,9 +66,7 @@ fn main() -> anyhow::Result<()> {
 fn mix(name: &str) -> anyhow::Result<Option<Vec<(String, PathBuf)>>> {
     match name {
         "corpus" => {
-            // `bench::default_corpus` is relative to the checkout; cargo runs benches in the crate.
-            let shared = repo().join("../shared/testdata/gifs");
-            let corpus = if shared.join("manifest.json").exists() { shared } else { repo().join("testdata/gifs") };
+            let corpus = bench::default_corpus();
             let files = bench::valid_files(&corpus)?;
             Ok(Some(files.iter().map(|f| (format!("corpus/{f}"), corpus.join(f))).collect()))
         }

@@ -227,10 +227,19 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
     Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?} (fp32, fp16, bf16)"))
 }
 
-/// `../shared/testdata/gifs` when it exists (the bigger shared corpus), else `testdata/gifs`.
+/// `../shared/testdata/gifs` when it exists (the bigger shared corpus), else `testdata/gifs`:
+/// relative to the working directory (`scripts/bench` runs from the checkout), else to this
+/// checkout (`cargo bench` runs benches in the crate's folder).
 pub fn default_corpus() -> PathBuf {
-    let shared = PathBuf::from("../shared/testdata/gifs");
-    if shared.join("manifest.json").exists() { shared } else { PathBuf::from("testdata/gifs") }
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for root in [PathBuf::new(), checkout] {
+        for dir in ["../shared/testdata/gifs", "testdata/gifs"] {
+            if root.join(dir).join("manifest.json").exists() {
+                return root.join(dir);
+            }
+        }
+    }
+    PathBuf::from("testdata/gifs")
 }
 
 /// Number of cores available to this process.
