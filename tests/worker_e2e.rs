@@ -136,7 +136,11 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
                 for t in tags {
                     assert!(got.contains(t), "{gif_id}: expected tag {t}, got {got:?}");
                 }
-                assert!(s["frames_sampled"].as_u64().unwrap() >= 1);
+                let (sampled, inferred) = (s["frames_sampled"].as_u64().unwrap(), s["frames_inferred"].as_u64());
+                assert!(sampled >= 1);
+                // Issue 16: a picture is inferred once however often it is sampled (a blank one
+                // not at all: frame_outside_screen draws nothing).
+                assert!(inferred.is_some_and(|i| i <= sampled), "{gif_id}: {s}");
                 assert_eq!(s["source"], "live");
                 // Absent for a clean GIF, the decoder's warnings otherwise.
                 assert_eq!(s.get("warnings"), warnings.as_ref(), "{gif_id}: warnings");
@@ -189,6 +193,12 @@ async fn tags_real_gifs_and_dead_letters_hostile_inputs() {
     ] {
         assert!(metrics.contains(name), "metric {name} missing from /metrics:\n{metrics}");
     }
+    // Issue 16: the corpus's animated photos repeat what their frames show.
+    let skipped = metrics
+        .lines()
+        .find(|l| l.starts_with("autotag_frames_skipped_total{") && l.contains("reason=\"duplicate\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(skipped.is_some_and(|n| n > 0.0), "duplicate frames skipped: {skipped:?}\n{metrics}");
     assert_eq!(http_get(worker.metrics_port, "/healthz").map(|r| r.0), Some(200));
     // Hostile files (a 65535² screen, a 20 000-frame 2000² bomb) must not
     // exhaust memory: they are rejected before any large allocation.
