@@ -3,8 +3,6 @@
 //! chelsea → animal, pet, cat; coffee → drink, coffee, espresso; rocket → nothing: rocket 0.35
 //! and missile 0.32 rank first and second, under the calibrated threshold 0.4).
 
-use std::process::Command;
-
 use autotag_test_support::*;
 use serde_json::Value;
 
@@ -27,8 +25,7 @@ fn a_labelled_set_by_hand() {
     )
     .unwrap();
     let out_json = dir.path().join("out.json");
-    let out = Command::new(autotag_bin())
-        .args(["--config", &repo().join("config/default.toml").display().to_string(), "eval", "--labels"])
+    let out = autotag_cli(&["eval", "--labels"])
         .arg(&labels)
         .arg("--json")
         .arg(&out_json)
@@ -36,8 +33,6 @@ fn a_labelled_set_by_hand() {
         .arg(dir.path().join("frames.jsonl"))
         .arg("--embeddings")
         .arg(repo().join("tools/tag_embeddings.json"))
-        .env("AUTOTAG__MODEL__DIR", model_dir())
-        .env("AUTOTAG__MODEL__THREADS", "1")
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);

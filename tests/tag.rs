@@ -1,8 +1,6 @@
 //! `autotag tag` on real GIFs with the exported model: local files and s3:// objects on the
 //! real S3 server, one line per input, errors as lines with the worker's dead-letter reasons.
 
-use std::process::Command;
-
 use autotag_test_support::*;
 use serde_json::Value;
 
@@ -18,14 +16,7 @@ async fn tags_files_and_s3_objects_one_line_each() {
         "s3://gifs/uploads/coffee.gif".to_owned(),
         "s3://gifs/uploads/missing.gif".to_owned(),
     ];
-    let out = Command::new(autotag_bin())
-        .args(["--config", &repo().join("config/default.toml").display().to_string(), "tag", "--json"])
-        .args(&inputs)
-        .env("AUTOTAG__MODEL__DIR", model_dir())
-        .env("AUTOTAG__MODEL__THREADS", "1")
-        .envs(s3.aws_env())
-        .output()
-        .unwrap();
+    let out = autotag_cli(&["tag", "--json"]).args(&inputs).envs(s3.aws_env()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -51,11 +42,7 @@ async fn tags_files_and_s3_objects_one_line_each() {
     }
 
     // The table, for people.
-    let out = Command::new(autotag_bin())
-        .args(["--config", &repo().join("config/default.toml").display().to_string(), "tag", &inputs[0], &inputs[1]])
-        .env("AUTOTAG__MODEL__DIR", model_dir())
-        .output()
-        .unwrap();
+    let out = autotag_cli(&["tag", &inputs[0], &inputs[1]]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(table.lines().next().unwrap().starts_with("input"), "{table}");
@@ -64,13 +51,7 @@ async fn tags_files_and_s3_objects_one_line_each() {
 
 /// `autotag tag --json INPUTS` with the exported model: its lines, after a successful exit.
 fn tag_json(inputs: &[String]) -> Vec<Value> {
-    let out = Command::new(autotag_bin())
-        .args(["--config", &repo().join("config/default.toml").display().to_string(), "tag", "--json"])
-        .args(inputs)
-        .env("AUTOTAG__MODEL__DIR", model_dir())
-        .env("AUTOTAG__MODEL__THREADS", "1")
-        .output()
-        .unwrap();
+    let out = autotag_cli(&["tag", "--json"]).args(inputs).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()

@@ -138,7 +138,7 @@ pub fn plan(luma_std: &[f32], shown: &[f32], distance: impl Fn(usize, usize) -> 
             let scores_from = group[i].map(|g| reps[g]);
             let skipped = match group[i] {
                 None => Some(SkipReason::Blank),
-                Some(_) if !inferred.contains(&i) => Some(SkipReason::Duplicate),
+                Some(g) if inferred[reps[g]] != i => Some(SkipReason::Duplicate),
                 Some(_) => None,
             };
             PlannedFrame { scores_from, luma_std: luma_std[i], shown: shown_at(i), skipped }

@@ -430,6 +430,18 @@ impl S3Server {
     }
 }
 
+/// `autotag --config config/default.toml ARGS…` with the exported model on one libtorch thread:
+/// the CLI commands (`tag`, `eval`) as the tests run them.
+pub fn autotag_cli(args: &[&str]) -> Command {
+    let mut c = Command::new(autotag_bin());
+    c.arg("--config")
+        .arg(repo().join("config/default.toml"))
+        .args(args)
+        .env("AUTOTAG__MODEL__DIR", model_dir())
+        .env("AUTOTAG__MODEL__THREADS", "1");
+    c
+}
+
 /// Settings for a worker process.
 pub struct WorkerEnv {
     pub vars: Vec<(String, String)>,
