@@ -1,7 +1,8 @@
 //! The worker's backfill lane (issue 15) against the real broker, S3 server and model: GIFs
 //! enqueued by `autotag backfill` and live uploads side by side; every backfill object gets one
-//! suggestion that says `source: backfill` and names the run, live ones say `live`, and each
-//! lane commits its own consumer group to the end of its topic.
+//! suggestion that says `source: backfill` and names the run, live ones say `live`, each lane
+//! commits its own consumer group to the end of its topic, and the backfill lane's decode and
+//! model threads run at the lower CPU priority.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -85,6 +86,22 @@ async fn backfill_events_are_tagged_in_their_own_lane() {
     }
     let metrics = worker.metrics();
     assert!(metrics.contains("lane=\"backfill\""), "lane-labelled metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("autotag_stage_duration_seconds_count")
+            && l.contains("stage=\"infer\"")
+            && l.contains("lane=\"backfill\"")),
+        "backfill frames ran in the backfill lane's own model pool"
+    );
+    // The backfill lane decodes and infers on threads of its own at a lower CPU priority; the
+    // live lane's threads keep the normal one.
+    let threads = worker.threads();
+    let nice = |name: &str| threads.iter().filter(|t| t.0 == name).map(|t| t.1).collect::<Vec<_>>();
+    assert_eq!(nice("bf-infer-0"), [19], "{threads:?}");
+    assert_eq!(nice("bf-decode-0"), [19], "{threads:?}");
+    for live in ["autotag-infer", "autotag-infer-1"] {
+        let n = nice(live);
+        assert!(!n.is_empty() && n.iter().all(|&n| n == 0), "{live}: {threads:?}");
+    }
     let (code, _) = worker.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0));
 }

@@ -59,6 +59,12 @@ impl ServiceConfig for WorkerConfig {
         if !(self.lanes.backfill_share > 0.0 && self.lanes.backfill_share <= 1.0) {
             return bad("lanes.backfill_share must be within (0, 1]");
         }
+        if self.lanes.backfill_instances == 0 {
+            return bad("lanes.backfill_instances must be at least 1");
+        }
+        if !(0..=19).contains(&self.lanes.backfill_nice) {
+            return bad("lanes.backfill_nice must be within 0..=19");
+        }
         if self.lanes.backfill_enabled && self.lanes.backfill_topic == self.kafka.topics.uploads {
             return bad("lanes.backfill_topic must not be kafka.topics.uploads");
         }
@@ -89,15 +95,31 @@ pub struct LanesConfig {
     pub backfill_topic: String,
     /// The backfill lane's share of `pipeline.max_in_flight` (at least one event), on top of
     /// the live lane's own `max_in_flight`; it takes no new event while live work waits.
-    /// Small on purpose: a backfill GIF in fetch or decode is work a live GIF may wait behind.
-    /// 0.05 (13 events) kept backfill at 21.7 GIFs/s over a 17 GIFs/s live load on 2 cores
-    /// (`cargo bench --bench priority`, docs/benchmarks.md); 0.5 raised live p99 to 1.5 s.
+    /// Small on purpose: the fetch stage, the Kafka clients and the broker serve both lanes at
+    /// the same priority. 0.05 (13 events) keeps backfill at ~40 GIFs/s over a 33 GIFs/s live
+    /// load on 2 cores (`cargo bench --bench priority`, docs/benchmarks.md); 0.5, when the
+    /// lanes still shared threads, raised live p99 to 1.5 s.
     pub backfill_share: f64,
+    /// Nice value (1–19, 0 = off) of the backfill lane's decode and model threads
+    /// (`autotag_worker::thread_priority`): the kernel gives live work the CPU first, and
+    /// backfill what live leaves. 19: a backfill thread weighs 15 against a live thread's 1024.
+    pub backfill_nice: i32,
+    /// Model instance threads of the backfill lane's own pool (at least 1), beside the live
+    /// lane's `model.instances`; all share the one loaded model. On 2 cores, 1 kept live p99
+    /// within 1.16–1.20× its value without backfill and 2 gave 1.36× (fewer runnable threads,
+    /// less preemption), with the same backfill rate (priority bench, docs/benchmarks.md).
+    pub backfill_instances: usize,
 }
 
 impl Default for LanesConfig {
     fn default() -> Self {
-        Self { backfill_enabled: true, backfill_topic: "gif-backfill".into(), backfill_share: 0.05 }
+        Self {
+            backfill_enabled: true,
+            backfill_topic: "gif-backfill".into(),
+            backfill_share: 0.05,
+            backfill_nice: 19,
+            backfill_instances: 1,
+        }
     }
 }
 

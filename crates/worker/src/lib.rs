@@ -7,7 +7,12 @@
 //!                        ▲                                                        │
 //!                        └──── offsets: contiguous watermark ◄── publish ◄────────┘
 //!                                                          (gif-tag-suggestions / gif-uploads-dlq)
+//! Kafka gif-backfill ─► source ─► fetch ─► decode (nice 19) ─► batch ─► infer (own instances, nice 19)
 //! ```
+//!
+//! The backfill lane (issue 15) has its own consumer group, in-flight cap, decode threads,
+//! batches and model threads, at a lower CPU priority ([`thread_priority`]); it shares the
+//! fetch stage and publish with the live lane.
 //!
 //! **Promises**: every consumed upload event ends as exactly one suggestion or one dead letter
 //! with a `contract::Reason`; an offset is committed only after that outcome, and those of every
@@ -22,6 +27,7 @@ pub mod config;
 pub mod pipeline;
 pub mod run;
 pub mod telemetry;
+pub mod thread_priority;
 
 pub use config::WorkerConfig;
 pub use run::run;

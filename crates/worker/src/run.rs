@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::config::WorkerConfig;
 use crate::pipeline::batch::{BatchStage, Batcher};
-use crate::pipeline::decode::DecodeStage;
+use crate::pipeline::decode::{self, DecodeStage};
 use crate::pipeline::fetch::FetchStage;
 use crate::pipeline::infer::{self, InferSettings};
 use crate::pipeline::lane_channel;
@@ -56,18 +56,41 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     let decode_threads = cfg.decode_threads();
 
     // Model first: readiness requires it, and it tells us the input size.
-    // One batch in the channel at most: the batcher sends only when the
-    // model is free (`ready`), so the open batch fills while it is busy.
+    // One batch in each channel at most: a lane's batcher sends only when one of its model
+    // instances is free (`ready`), so the open batch fills while they are busy. Each lane has
+    // its own pool of instances; the backfill pool's threads run at a lower CPU priority.
     let (batch_tx, batch_rx) = mpsc::channel(1);
     let model_free = Arc::new(Semaphore::new(0));
+    let mut pools = vec![infer::Pool {
+        name: "autotag-infer",
+        lane: Source::Live,
+        batches: batch_rx,
+        ready: model_free.clone(),
+        instances: cfg.model.instances,
+        nice: 0,
+    }];
+    let backfill_batches = if cfg.lanes.backfill_enabled {
+        let (tx, rx) = mpsc::channel(1);
+        let ready = Arc::new(Semaphore::new(0));
+        pools.push(infer::Pool {
+            name: "bf-infer",
+            lane: Source::Backfill,
+            batches: rx,
+            ready: ready.clone(),
+            instances: cfg.lanes.backfill_instances,
+            nice: cfg.lanes.backfill_nice,
+        });
+        Some((tx, ready))
+    } else {
+        None
+    };
     let (outcome_tx, outcome_rx) = mpsc::channel(cap);
     let model_cfg = cfg.model.clone();
     let (infer_thread, ready) = infer::spawn(
         move || autotag_model::load_torch(&model_cfg),
-        InferSettings { max_batch: cfg.batch.max_batch, instances: cfg.model.instances, warmup_runs: 3 },
-        batch_rx,
+        InferSettings { max_batch: cfg.batch.max_batch, warmup_runs: 3 },
+        pools,
         outcome_tx.clone(),
-        model_free.clone(),
         shutdown.clone(),
     );
     let info = ready.await.context("infer thread died")?.context("loading the model")?;
@@ -124,28 +147,43 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             batcher: Batcher::new(cfg.batch.max_batch, info.side),
             max_delay: cfg.batch.max_delay,
             decoded: decoded_rx,
-            backfill: backfill_decoded_rx,
             batches: batch_tx,
             ready: model_free,
             shutdown: shutdown.clone(),
         }
         .run(),
     );
-    tokio::spawn(
-        DecodeStage {
-            threads: decode_threads,
-            spec: SampleSpec { frames: cfg.frames.per_gif, size: info.side },
-            scoring: Arc::new(info.scoring.scoring.clone()),
-            limits: cfg.limits.clone(),
-            timeout: cfg.pipeline.decode_timeout,
-            fetched: fetched_rx,
-            fetched_backfill: backfill_fetched_rx,
-            decoded: decoded_tx,
-            decoded_backfill: backfill_decoded_tx,
-            outcomes: outcome_tx.clone(),
-        }
-        .run(),
-    );
+    let decode = |fetched, decoded, pool| DecodeStage {
+        threads: decode_threads,
+        spec: SampleSpec { frames: cfg.frames.per_gif, size: info.side },
+        scoring: Arc::new(info.scoring.scoring.clone()),
+        limits: cfg.limits.clone(),
+        timeout: cfg.pipeline.decode_timeout,
+        fetched,
+        decoded,
+        outcomes: outcome_tx.clone(),
+        pool,
+    };
+    tokio::spawn(decode(fetched_rx, decoded_tx, None).run());
+    // The backfill lane decodes and batches on its own (issue 15), on low-priority threads.
+    if let (Some(fetched), Some(decoded), Some(decoded_rx), Some((batches, ready))) =
+        (backfill_fetched_rx, backfill_decoded_tx, backfill_decoded_rx, backfill_batches)
+    {
+        let pool = decode::low_priority_pool("bf-decode", decode_threads, cfg.lanes.backfill_nice)
+            .context("starting the backfill lane's decode threads")?;
+        tokio::spawn(decode(fetched, decoded, Some(Arc::new(pool))).run());
+        tokio::spawn(
+            BatchStage {
+                batcher: Batcher::new(cfg.batch.max_batch, info.side),
+                max_delay: cfg.batch.max_delay,
+                decoded: decoded_rx,
+                batches,
+                ready,
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
+    }
     tokio::spawn(
         FetchStage {
             client: s3,

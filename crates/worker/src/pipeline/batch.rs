@@ -18,7 +18,7 @@ use tracing::debug;
 use autotag_infra::shutdown::Shutdown;
 use autotag_model::skip::FramePlan;
 
-use super::{Job, recv_lane};
+use super::Job;
 use crate::telemetry;
 
 /// A decoded GIF on its way to the batcher.
@@ -133,44 +133,20 @@ impl Batcher {
     }
 }
 
-/// Push backfill GIFs (the one already received first) while the open batch has room and
-/// backfill waits; the batches that became full.
-fn top_up(batcher: &mut Batcher, first: Option<Decoded>, backfill: Option<&mut mpsc::Receiver<Decoded>>) -> Vec<Batch> {
-    let mut full = Vec::new();
-    if let Some(d) = first {
-        full.extend(batcher.push(d));
-    }
-    let Some(bf) = backfill else { return full };
-    while full.is_empty() && batcher.open_frames() < batcher.max_batch {
-        match bf.try_recv() {
-            Ok(d) => full.extend(batcher.push(d)),
-            Err(_) => break,
-        }
-    }
-    full
-}
-
-/// The batch stage.
+/// The batch stage of one lane.
 ///
-/// A batch is handed to the model only when the model can take it: the
-/// infer thread adds a permit to `ready` each time it waits for work. While
-/// the model is busy the open batch keeps filling, so under load every batch
-/// is full; when idle, a partial batch goes out `max_delay` after its first
-/// frame. (Sending partial batches into a queue while the model is busy
-/// would halve throughput: most forwards would run half-empty.)
+/// A batch is handed to the model only when the model can take it: a model instance of the
+/// lane's pool adds a permit to `ready` each time it waits for work. While the pool is busy the
+/// open batch keeps filling, so under load every batch is full; when idle, a partial batch goes
+/// out `max_delay` after its first frame. (Sending partial batches into a queue while the model
+/// is busy would halve throughput: most forwards would run half-empty.)
 ///
-/// Live first (issue 15): live GIFs enter the open batch as they arrive; backfill GIFs wait in
-/// their own channel and enter only when the model is free, to fill what the live frames left
-/// (whole GIFs, so a GIF's overflow opens the next batch). A batch in flight is not
-/// interrupted: a live GIF arriving while the model runs a batch of backfill frames waits for
-/// that one forward.
+/// Each lane has its own batch stage and model pool (issue 15): live and backfill frames never
+/// share a forward pass, and a live batch never waits for a backfill one.
 pub struct BatchStage {
     pub batcher: Batcher,
     pub max_delay: Duration,
-    /// Live GIFs.
     pub decoded: mpsc::Receiver<Decoded>,
-    /// Backfill GIFs (`None`: no backfill lane).
-    pub backfill: Option<mpsc::Receiver<Decoded>>,
     pub batches: mpsc::Sender<Batch>,
     pub ready: Arc<Semaphore>,
     pub shutdown: Shutdown,
@@ -178,12 +154,9 @@ pub struct BatchStage {
 
 impl BatchStage {
     pub async fn run(mut self) {
-        // A backfill GIF received (to learn that backfill waits) and not yet in a batch.
-        let mut waiting: Option<Decoded> = None;
         loop {
             let deadline = self.batcher.deadline(self.max_delay);
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            let backfill_waiting = waiting.is_some();
             tokio::select! {
                 biased;
                 // Abandon: dropping the sender lets the infer thread finish.
@@ -195,17 +168,6 @@ impl BatchStage {
                         }
                     }
                     None => {
-                        // Draining: the backfill lane's last GIFs, then the rest.
-                        if let Some(d) = waiting.take() && !push(&mut self.batcher, &self.ready, &self.batches, d).await {
-                            return;
-                        }
-                        if let Some(mut bf) = self.backfill.take() {
-                            while let Some(d) = bf.recv().await {
-                                if !push(&mut self.batcher, &self.ready, &self.batches, d).await {
-                                    return;
-                                }
-                            }
-                        }
                         if let Some(b) = self.batcher.flush() {
                             send(&self.ready, &self.batches, b).await;
                         }
@@ -213,26 +175,13 @@ impl BatchStage {
                         return;
                     }
                 },
-                // The model is free and a partial batch is past its deadline, or backfill
-                // waits: fill what live frames left with backfill frames, then send.
-                p = self.ready.acquire(), if due || backfill_waiting => {
+                // The model is free and the partial batch is past its deadline.
+                p = self.ready.acquire(), if due => {
                     if let Ok(p) = p { p.forget(); }
-                    let mut full = top_up(&mut self.batcher, waiting.take(), self.backfill.as_mut());
-                    let first = if full.is_empty() { self.batcher.flush() } else { Some(full.remove(0)) };
-                    if let Some(b) = first && !deliver(&self.batches, b).await {
+                    if let Some(b) = self.batcher.flush() && !deliver(&self.batches, b).await {
                         return;
                     }
-                    for b in full {
-                        if !send(&self.ready, &self.batches, b).await {
-                            return;
-                        }
-                    }
                 }
-                // Learn that backfill waits (wakes the loop; the GIF waits for the model).
-                d = recv_lane(self.backfill.as_mut()), if waiting.is_none() => match d {
-                    Some(d) => waiting = Some(d),
-                    None => self.backfill = None,
-                },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !due => {}
             }
         }
@@ -330,7 +279,6 @@ mod tests {
             batcher: Batcher::new(8, 1),
             max_delay: Duration::from_millis(50),
             decoded: drx,
-            backfill: None,
             batches: btx,
             ready,
             shutdown,
@@ -359,7 +307,6 @@ mod tests {
             batcher: Batcher::new(8, 1),
             max_delay: Duration::from_millis(10),
             decoded: drx,
-            backfill: None,
             batches: btx,
             ready: ready.clone(),
             shutdown,
@@ -375,74 +322,5 @@ mod tests {
         assert_eq!(b.n, 5, "the late frames joined the waiting batch");
         drop(dtx);
         h.await.unwrap();
-    }
-
-    /// Live first: live frames enter the batch as they come; backfill frames only fill what
-    /// they leave when the model is free, and wait while live frames fill whole batches.
-    #[tokio::test]
-    async fn live_frames_first_backfill_fills_the_rest() {
-        let (ltx, lrx) = mpsc::channel(16);
-        let (ftx, frx) = mpsc::channel(16);
-        let (btx, mut brx) = mpsc::channel(4);
-        let (_ctl, shutdown) = ShutdownController::new();
-        let ready = Arc::new(Semaphore::new(0));
-        let stage = BatchStage {
-            batcher: Batcher::new(4, 1),
-            max_delay: Duration::from_secs(5),
-            decoded: lrx,
-            backfill: Some(frx),
-            batches: btx,
-            ready: ready.clone(),
-            shutdown,
-        };
-        let h = tokio::spawn(stage.run());
-        // Backfill (9) arrives first and live (1) after, while the model is busy.
-        for _ in 0..3 {
-            ftx.send(decoded(1, 1, 9)).await.unwrap();
-        }
-        ltx.send(decoded(2, 1, 1)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(brx.try_recv().is_err(), "nothing is sent while the model is busy");
-        ready.add_permits(1);
-        let b = brx.recv().await.unwrap();
-        assert_eq!(b.data, [[1u8; 6].as_slice(), &[9u8; 6]].concat(), "live frames first, backfill fills the rest");
-        // Live fills a whole batch: the waiting backfill GIF does not enter it.
-        ltx.send(decoded(4, 1, 1)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        ready.add_permits(1);
-        let b = brx.recv().await.unwrap();
-        assert_eq!(b.data, [1u8; 12], "a batch of live frames only");
-        // The model free again, the backfill GIF goes (it does not wait for max_delay).
-        ready.add_permits(1);
-        let b = tokio::time::timeout(Duration::from_secs(1), brx.recv()).await.unwrap().unwrap();
-        assert_eq!(b.data, [9u8; 3]);
-        drop(ltx);
-        drop(ftx);
-        h.await.unwrap();
-    }
-
-    /// With no live traffic at all, a backfill GIF reaches a free model at once (its arrival
-    /// wakes the stage; nothing else would).
-    #[tokio::test]
-    async fn backfill_alone_reaches_a_free_model() {
-        let (_ltx, lrx) = mpsc::channel::<Decoded>(4);
-        let (ftx, frx) = mpsc::channel(4);
-        let (btx, mut brx) = mpsc::channel(4);
-        let (_ctl, shutdown) = ShutdownController::new();
-        let stage = BatchStage {
-            batcher: Batcher::new(4, 1),
-            max_delay: Duration::from_secs(5),
-            decoded: lrx,
-            backfill: Some(frx),
-            batches: btx,
-            ready: Arc::new(Semaphore::new(1)),
-            shutdown,
-        };
-        let h = tokio::spawn(stage.run());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        ftx.send(decoded(2, 1, 9)).await.unwrap();
-        let b = tokio::time::timeout(Duration::from_secs(1), brx.recv()).await.expect("delivered").unwrap();
-        assert_eq!(b.data, [9u8; 6]);
-        h.abort();
     }
 }

@@ -20,9 +20,9 @@ use autotag_model::scoring::Scoring;
 use autotag_model::skip::{FramePlan, SkipReason, plan};
 use gifcodec::{DecodeError, DecodeLimits, SampleSpec, SampledFrames, decode_and_sample};
 
+use super::Outcome;
 use super::batch::Decoded;
 use super::fetch::Fetched;
-use super::{Outcome, recv_lane};
 use crate::telemetry;
 
 /// The decode stage.
@@ -34,61 +34,54 @@ pub struct DecodeStage {
     pub limits: DecodeLimits,
     pub timeout: Duration,
     pub fetched: mpsc::Receiver<Fetched>,
-    /// Fetched backfill GIFs: a free decode thread takes a live GIF first (issue 15).
-    pub fetched_backfill: Option<mpsc::Receiver<Fetched>>,
-    /// Decoded live GIFs.
     pub decoded: mpsc::Sender<Decoded>,
-    /// Decoded backfill GIFs (the batch stage takes them only to fill what live frames leave);
-    /// `None`: everything goes to `decoded`.
-    pub decoded_backfill: Option<mpsc::Sender<Decoded>>,
     pub outcomes: mpsc::Sender<Outcome>,
+    /// Where decodes run: the runtime's blocking threads, or (the backfill lane, issue 15) a
+    /// pool of low-priority threads of its own ([`low_priority_pool`]).
+    pub pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// A pool of `threads` decode threads named `<name>-<i>`, each at `nice`
+/// ([`crate::thread_priority`]): the backfill lane decodes on it, so its decodes take only the
+/// CPU that live work leaves. A thread whose priority cannot be lowered logs it and decodes at
+/// the normal priority.
+pub fn low_priority_pool(name: &'static str, threads: usize, nice: i32) -> std::io::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(move |_| {
+            if let Err(e) = crate::thread_priority::lower_current_thread(nice) {
+                warn!(error = %e, nice, "cannot lower a decode thread's priority");
+            }
+        })
+        .build()
+        .map_err(std::io::Error::other)
 }
 
 impl DecodeStage {
     pub async fn run(mut self) {
-        let pool = Arc::new(Semaphore::new(self.threads.max(1)));
+        let slots = Arc::new(Semaphore::new(self.threads.max(1)));
         let limits = Arc::new(self.limits.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        let mut live_open = true;
         loop {
-            // A free decode thread first, then the next GIF, live before backfill.
-            let Ok(permit) = pool.clone().acquire_owned().await else { break };
-            let next = tokio::select! {
-                biased;
-                f = self.fetched.recv(), if live_open => match f {
-                    Some(f) => Some(f),
-                    None => {
-                        live_open = false;
-                        continue;
-                    }
-                },
-                f = recv_lane(self.fetched_backfill.as_mut()), if self.fetched_backfill.is_some() => match f {
-                    Some(f) => Some(f),
-                    None => {
-                        self.fetched_backfill = None;
-                        if live_open { continue } else { None }
-                    }
-                },
-                else => None,
-            };
-            let Some(Fetched { job, bytes, reserved }) = next else { break };
+            // A free decode thread first, then the next GIF.
+            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let Some(Fetched { job, bytes, reserved }) = self.fetched.recv().await else { break };
             let (spec, limits, timeout, scoring) = (self.spec, limits.clone(), self.timeout, self.scoring.clone());
-            let decoded = match (&self.decoded_backfill, job.ticket.source) {
-                (Some(b), autotag_contract::Source::Backfill) => b.clone(),
-                _ => self.decoded.clone(),
-            };
+            let decoded = self.decoded.clone();
+            let threads = self.pool.clone();
             let outcomes = self.outcomes.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
-                let work = tokio::task::spawn_blocking(move || {
+                let work = move || {
                     let _permit = permit;
                     let frames = decode_and_sample(&bytes, spec, &limits);
                     // The download's memory goes back to the fetch stage's budget here.
                     drop(bytes);
                     drop(reserved);
                     frames.map(|f| planned(f, spec.size, &scoring))
-                });
-                let result = tokio::time::timeout(timeout, work).await;
+                };
+                let result = tokio::time::timeout(timeout, run_on(threads, work)).await;
                 metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "decode")
                     .record(started.elapsed().as_secs_f64());
                 let gif_id = job.upload.event.gif_id.clone();
@@ -111,10 +104,10 @@ impl DecodeStage {
                         warn!(%gif_id, %reason, error = %e, "undecodable GIF");
                         (reason, e.to_string())
                     }
-                    Ok(Err(join)) => {
+                    Ok(Err(panic)) => {
                         // A panic in the decoder is a bug, but one bad file must not stop the worker.
-                        warn!(%gif_id, error = %join, "decoder panicked");
-                        (Reason::DecodeFailed, format!("decoder panicked: {join}"))
+                        warn!(%gif_id, error = %panic, "decoder panicked");
+                        (Reason::DecodeFailed, format!("decoder panicked: {panic}"))
                     }
                     Err(_) => {
                         warn!(%gif_id, ?timeout, "decode timed out");
@@ -128,6 +121,28 @@ impl DecodeStage {
         while tasks.join_next().await.is_some() {}
         debug!("decode stage drained");
     }
+}
+
+/// Run `work` on `pool` (or the runtime's blocking threads); `Err` if it panicked.
+async fn run_on<T: Send + 'static>(
+    pool: Option<Arc<rayon::ThreadPool>>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match pool {
+        None => tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string()),
+        Some(pool) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            pool.spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                let _ = tx.send(r.map_err(|p| panic_message(p.as_ref())));
+            });
+            rx.await.unwrap_or_else(|_| Err("decode thread gone".into()))
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
 }
 
 /// Plan the model work of decoded frames ([`autotag_model::skip::plan`] over the decoder's
@@ -163,6 +178,24 @@ pub fn reason(e: &DecodeError) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backfill lane's decodes run on the pool's low-priority threads; a panic there is an
+    /// error for that GIF, not a lost task.
+    #[tokio::test]
+    async fn low_priority_pool_runs_work_at_its_priority() {
+        let pool = Some(Arc::new(low_priority_pool("test-decode", 1, 19).expect("pool")));
+        let (name, nice) = run_on(pool.clone(), || {
+            (std::thread::current().name().map(str::to_owned), crate::thread_priority::current_nice())
+        })
+        .await
+        .expect("ran");
+        assert_eq!((name.as_deref(), nice), (Some("test-decode-0"), 19));
+        let panicked = run_on(pool, || -> u8 { panic!("bad GIF") }).await;
+        assert_eq!(panicked, Err("bad GIF".to_owned()));
+        // Without a pool: the runtime's blocking threads, priority unchanged.
+        let nice = run_on(None, crate::thread_priority::current_nice).await.expect("ran");
+        assert_eq!(nice, crate::thread_priority::current_nice());
+    }
 
     /// The codec's own codes (kept for its standalone users) agree with the contract's.
     #[test]

@@ -1,8 +1,10 @@
 //! Infer: the model instance threads, and per-GIF aggregation of their scores.
 //!
-//! `model.instances` threads share one loaded model (the `autotag_model::Backend`) and take
-//! batches from the same queue; each runs its own forward passes (on CPU with `model.threads`
-//! intra-op threads each). On a small CPU, two single-threaded forwards side by side beat one
+//! Every thread shares one loaded model (the `autotag_model::Backend`). Each lane has its own
+//! [`Pool`] of `model.instances` threads taking batches from the lane's queue (issue 15: live
+//! batches never queue behind backfill ones; the backfill pool's threads run at a lower CPU
+//! priority); each thread runs its own forward passes (on CPU with `model.threads` intra-op
+//! threads each). On a small CPU, two single-threaded forwards side by side beat one
 //! two-threaded forward, which stalls at every OpenMP barrier whenever another thread (decode,
 //! I/O) takes a core (docs/benchmarks.md). Each thread holds its own no-grad guard (grad mode is
 //! per thread in libtorch) and warms every batch bucket before the worker reports ready: on
@@ -32,10 +34,26 @@ use crate::telemetry;
 /// Settings of the infer thread.
 pub struct InferSettings {
     pub max_batch: usize,
-    /// Model instance threads sharing the loaded model.
-    pub instances: usize,
     /// Forward passes per bucket during warm-up.
     pub warmup_runs: usize,
+}
+
+/// One pool of model instance threads: its batch queue, the semaphore that tells its batcher an
+/// instance is free, and how many threads take batches from it. Each lane has its own pool
+/// (issue 15): a live batch never waits for a forward of backfill frames to finish, and the
+/// backfill pool's threads run at a lower CPU priority.
+pub struct Pool {
+    /// Thread names: `<name>-<i>`; the first pool's first thread is `autotag-infer` (at most 15
+    /// bytes show in `/proc/<pid>/task/*/comm`).
+    pub name: &'static str,
+    /// Its lane: the `lane` label of its `autotag_stage_duration_seconds{stage="infer"}`.
+    pub lane: autotag_contract::Source,
+    pub batches: mpsc::Receiver<Batch>,
+    pub ready: Arc<Semaphore>,
+    /// Model instance threads sharing the loaded model (at least one).
+    pub instances: usize,
+    /// Nice value of its threads (0 = unchanged; [`crate::thread_priority`]).
+    pub nice: i32,
 }
 
 /// A GIF whose frames are (partly) through the model.
@@ -47,22 +65,20 @@ struct Pending {
     failed: Option<String>,
 }
 
-/// Per-GIF state shared by the model instances.
+/// Per-GIF state shared by a pool's model instances.
 type Open = std::sync::Mutex<HashMap<u64, Pending>>;
 
-/// Start the model thread(s). `make_backend` runs on the first one (so the
-/// model is created where it is used); the returned receiver yields the
-/// model's info once it is loaded and warmed up, or the error that stopped
-/// it. With `settings.instances > 1`, that many threads share the one loaded
-/// model and take batches from the same queue: on a small CPU, two
-/// single-threaded forwards side by side beat one two-threaded forward,
-/// which stalls at every OpenMP barrier when any other thread takes a core.
+/// Start the model threads. `make_backend` runs on the first thread of the first pool (so the
+/// model is created where it is used); the returned receiver yields the model's info once every
+/// thread of every pool has warmed up, or the error that stopped it. All threads share the one
+/// loaded model; a pool's threads take batches from its queue. On a small CPU, two
+/// single-threaded forwards side by side beat one two-threaded forward, which stalls at every
+/// OpenMP barrier when any other thread takes a core.
 pub fn spawn<F>(
     make_backend: F,
     settings: InferSettings,
-    batches: mpsc::Receiver<Batch>,
+    pools: Vec<Pool>,
     outcomes: mpsc::Sender<Outcome>,
-    ready: Arc<Semaphore>,
     shutdown: Shutdown,
 ) -> (std::thread::JoinHandle<()>, oneshot::Receiver<Result<ModelInfo, ModelError>>)
 where
@@ -89,55 +105,67 @@ where
                 return;
             }
             let backend: Arc<dyn Backend> = Arc::from(backend);
+            let shared = Arc::new(Shared { backend, info, settings, buckets, outcomes, shutdown });
+            let pools: Vec<Arc<PoolQueue>> = pools
+                .into_iter()
+                .map(|p| {
+                    Arc::new(PoolQueue {
+                        name: p.name,
+                        lane: p.lane,
+                        batches: std::sync::Mutex::new(p.batches),
+                        ready: p.ready,
+                        instances: p.instances.max(1),
+                        nice: p.nice,
+                        open: Open::default(),
+                    })
+                })
+                .collect();
             // Every instance thread warms every bucket before the worker reports ready: on
             // CUDA, cuDNN's autotuned plans are cached per thread, and a thread's first pass
             // of a shape costs seconds (measured on an H100), which would otherwise land on
-            // live traffic.
-            let instances = settings.instances.max(1);
+            // live traffic. This thread is the first pool's first instance.
             let (warmed_tx, warmed_rx) = std::sync::mpsc::channel::<()>();
-            let shared = Arc::new(Shared {
-                backend,
-                info,
-                settings,
-                buckets,
-                batches: std::sync::Mutex::new(batches),
-                outcomes,
-                ready,
-                shutdown,
-                open: Open::default(),
-            });
-            let extra: Vec<_> = (1..instances)
-                .filter_map(|i| {
-                    let shared = shared.clone();
-                    let warmed = warmed_tx.clone();
-                    std::thread::Builder::new()
-                        .name(format!("autotag-infer-{i}"))
+            let mut threads = Vec::new();
+            for (k, pool) in pools.iter().enumerate() {
+                for i in usize::from(k == 0)..pool.instances {
+                    let (shared, pool, warmed) = (shared.clone(), pool.clone(), warmed_tx.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("{}-{i}", pool.name))
                         .spawn(move || {
                             let _no_grad = autotag_model::torch::no_grad_guard();
                             let sh = &shared;
                             if let Err(e) =
                                 warm_up(sh.backend.as_ref(), sh.info.side, &sh.buckets, sh.settings.warmup_runs)
                             {
-                                warn!(error = %e, instance = i, "warm-up failed on a model instance thread");
+                                warn!(error = %e, pool = pool.name, instance = i, "warm-up failed on a model instance thread");
+                            }
+                            if let Err(e) = crate::thread_priority::lower_current_thread(pool.nice) {
+                                warn!(error = %e, pool = pool.name, nice = pool.nice, "cannot lower a model thread's priority");
                             }
                             let _ = warmed.send(());
-                            run_loop(sh);
+                            run_loop(sh, &pool);
                         })
-                        .inspect_err(|e| error!(error = %e, "cannot start a model instance thread"))
-                        .ok()
-                })
-                .collect();
+                        .inspect_err(|e| error!(error = %e, "cannot start a model instance thread"));
+                    threads.extend(spawned.ok());
+                }
+            }
             drop(warmed_tx);
-            for _ in 0..extra.len() {
+            for _ in 0..threads.len() {
                 let _ = warmed_rx.recv();
             }
             let warm_s = t.elapsed().as_secs_f64() - load_s;
             metrics::gauge!(telemetry::MODEL_WARMUP_SECONDS).set(warm_s);
+            let instances: Vec<_> = pools.iter().map(|p| (p.name, p.instances, p.nice)).collect();
             info!(model = %shared.info.model.name, version = %shared.info.model.version, device = %shared.info.device,
-                  instances, load_s, warm_s, buckets = ?shared.buckets, "model ready");
+                  ?instances, load_s, warm_s, buckets = ?shared.buckets, "model ready");
             let _ = ready_tx.send(Ok(shared.info.clone()));
-            run_loop(&shared);
-            for h in extra {
+            if let Some(first) = pools.first() {
+                if let Err(e) = crate::thread_priority::lower_current_thread(first.nice) {
+                    warn!(error = %e, pool = first.name, "cannot lower a model thread's priority");
+                }
+                run_loop(&shared, first);
+            }
+            for h in threads {
                 let _ = h.join();
             }
             info!("infer threads drained");
@@ -146,26 +174,34 @@ where
     (handle, ready_rx)
 }
 
-/// What the model instance threads share.
+/// What every model instance thread shares.
 struct Shared {
     backend: Arc<dyn Backend>,
     info: ModelInfo,
     settings: InferSettings,
     buckets: Vec<usize>,
-    batches: std::sync::Mutex<mpsc::Receiver<Batch>>,
     outcomes: mpsc::Sender<Outcome>,
-    ready: Arc<Semaphore>,
     shutdown: Shutdown,
+}
+
+/// What a pool's threads share.
+struct PoolQueue {
+    name: &'static str,
+    lane: autotag_contract::Source,
+    batches: std::sync::Mutex<mpsc::Receiver<Batch>>,
+    ready: Arc<Semaphore>,
+    instances: usize,
+    nice: i32,
     open: Open,
 }
 
-fn run_loop(sh: &Shared) {
+fn run_loop(sh: &Shared, pool: &PoolQueue) {
     let frame = (sh.info.side as usize).pow(2) * 3;
     let num_tags = sh.backend.num_tags();
     loop {
         // Tell the batcher a model instance is free: it sends the open batch now.
-        sh.ready.add_permits(1);
-        let next = sh.batches.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+        pool.ready.add_permits(1);
+        let next = pool.batches.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
         let Some(mut batch) = next else { break };
         if sh.shutdown.is_aborted() {
             // Abandoned: these records are not committed and will be redone.
@@ -185,10 +221,11 @@ fn run_loop(sh: &Shared) {
                 sh.backend.forward(&batch.data, padded)
             })
         };
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "infer").record(t.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "infer", "lane" => pool.lane.as_str())
+            .record(t.elapsed().as_secs_f64());
         let mut done = Vec::new();
         {
-            let mut open = sh.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = pool.open.lock().unwrap_or_else(|p| p.into_inner());
             let mut row = 0;
             for part in batch.parts {
                 let p = open.entry(part.gif).or_insert_with(|| Pending {

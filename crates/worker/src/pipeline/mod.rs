@@ -108,15 +108,6 @@ pub enum Outcome {
     },
 }
 
-/// The next item of a lane's receiver, or never when the lane is off (a `select!` arm that
-/// stays pending).
-pub(crate) async fn recv_lane<T>(rx: Option<&mut tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// A bounded channel for the backfill lane, when it is on.
 pub(crate) fn lane_channel<T>(
     on: bool,
