@@ -77,6 +77,16 @@ fn a_labelled_set_by_hand() {
     assert!(!frames.is_empty());
     assert_eq!(frames[0]["scores"].as_array().unwrap().len(), vocab);
     assert!(frames[0]["luma_std"].as_f64().unwrap() > 10.0, "a photo has content");
+    // Each frame's index in the GIF and both signature distances to every earlier sampled frame:
+    // what the skip thresholds are calibrated on (docs/quality.md).
+    let indices: Vec<u64> = frames.iter().map(|f| f["index"].as_u64().expect("index")).collect();
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "display order: {indices:?}");
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f["distances"].as_array().unwrap().len(), i);
+        let h = f["histogram_distances"].as_array().unwrap();
+        assert_eq!(h.len(), i);
+        assert!(h.iter().all(|d| (0.0..=1.0).contains(&d.as_f64().unwrap())));
+    }
     assert_eq!(lines[3]["frames"].as_array().unwrap().len(), 0, "the undecodable GIF has no frames");
     assert_eq!(lines[2]["scenes"].as_array().unwrap().len(), 2);
     for name in autotag_eval::metrics::FIGURES {

@@ -32,6 +32,8 @@ pub struct Tagged {
 /// One sampled frame, as scoring saw it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FrameScores {
+    /// Its frame index in the GIF (display order).
+    pub index: usize,
     /// How much it shows (`gifcodec::luma_std`, 0–255).
     pub luma_std: f32,
     /// Its share of the sampled display time.
@@ -39,6 +41,9 @@ pub struct FrameScores {
     /// Signature distance (`gifcodec::FrameSignature::distance`, 0–255) to each earlier sampled
     /// frame, in order: what the duplicate threshold is calibrated on.
     pub distances: Vec<f32>,
+    /// Colour histogram distance (`gifcodec::FrameSignature::histogram_distance`, 0–1) to each
+    /// earlier sampled frame, in order.
+    pub histogram_distances: Vec<f32>,
     /// Its scores (vocabulary order): its own, or those of the inferred frame it repeats; `None`
     /// for a blank frame that was not inferred.
     pub scores: Option<Vec<f32>>,
@@ -85,6 +90,8 @@ impl Tagger {
         let plan = Arc::new(plan(&luma, &frames.shown, distance, work));
         let distances: Vec<Vec<f32>> =
             (0..sigs.len()).map(|i| (0..i).map(|j| sigs[i].distance(&sigs[j])).collect()).collect();
+        let histogram_distances: Vec<Vec<f32>> =
+            (0..sigs.len()).map(|i| (0..i).map(|j| sigs[i].histogram_distance(&sigs[j])).collect()).collect();
         plan.compact(&mut frames.rgb, (self.info.side as usize).pow(2) * 3);
         let n = self.backend.num_tags();
         let out = if plan.inferred.is_empty() {
@@ -102,11 +109,14 @@ impl Tagger {
         let per_frame = plan
             .frames
             .iter()
-            .zip(distances)
-            .map(|(f, distances)| FrameScores {
+            .zip(distances.into_iter().zip(histogram_distances))
+            .zip(&frames.indices)
+            .map(|((f, (distances, histogram_distances)), &index)| FrameScores {
+                index,
                 luma_std: f.luma_std,
                 shown: f.shown,
                 distances,
+                histogram_distances,
                 scores: f.scores_from.and_then(|s| out.get(s * n..(s + 1) * n)).map(<[f32]>::to_vec),
                 inferred: f.skipped.is_none(),
             })
