@@ -10,11 +10,13 @@
 //! Phases, each with a fresh worker and fresh topics: (1) capacity: a backlog of live events of
 //! the corpus's valid GIFs, GIFs/s from ready to the last suggestion; (2) live alone at `--load`
 //! × capacity for `--seconds`; (3) the same live load with `--backfill` events waiting on the
-//! backfill topic before the worker starts. Live latency is `uploaded_at` (stamped at produce) to
-//! the suggestion's record timestamp. The bounds (issue 15): live p99 with backfill ≤ 1.25 × live
-//! p99 alone + one full batch's model time (a forward in flight is not interrupted; the mean
-//! forward of the capacity phase, whose backlog fills every batch, from the worker's metrics),
-//! and backfill GIFs/s during the live window ≥ 0.8 × (capacity − live rate). Results merge into `bench-results/latest.json` (key `priority`).
+//! backfill topic before the worker starts; (4) the backfill backlog alone for `--seconds` (the
+//! share of the machine the backfill lane takes when no live work wants it). Live latency is
+//! `uploaded_at` (stamped at produce) to the suggestion's record timestamp. The bounds (issue
+//! 15): live p99 with backfill ≤ 1.25 × live p99 alone + one full batch's model time (a forward
+//! in flight is not interrupted; the mean forward of the capacity phase, whose backlog fills
+//! every batch, from the worker's metrics), and backfill GIFs/s during the live window ≥ 0.8 ×
+//! (capacity − live rate). Results merge into `bench-results/latest.json` (key `priority`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -192,7 +194,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // 2 and 3: live alone, then live over a backfill backlog.
     let mut results = Vec::new();
-    for (name, backfill) in [("alone", 0usize), ("with_backfill", args.backfill)] {
+    // 4: the backfill backlog alone: how much of the machine the backfill lane takes when no
+    // live work wants it.
+    let phases =
+        [("alone", 0usize, true), ("with_backfill", args.backfill, true), ("backfill_alone", args.backfill, false)];
+    for (name, backfill, live) in phases {
         let p = Phase::new(&broker, name).await;
         for i in 0..backfill {
             let gif = format!("b{i}");
@@ -206,7 +212,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let c = p.consumer(&broker)?;
         let mut w = p.worker(&broker, &s3, &format!("priority-{name}"));
-        let live_n = (rate * args.seconds as f64).round() as usize;
+        let live_n = if live { (rate * args.seconds as f64).round() as usize } else { 0 };
         let start = Instant::now();
         let start_ms = chrono::Utc::now().timestamp_millis();
         let mut sent_ms: HashMap<String, i64> = HashMap::new();
@@ -232,12 +238,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             sent
         });
-        let out = collect(
-            &c,
-            |o| o.iter().filter(|x| x.1 == "live").count() >= live_n,
-            Duration::from_secs(args.seconds + 300),
-        )
-        .await;
+        let out = if live {
+            collect(
+                &c,
+                |o| o.iter().filter(|x| x.1 == "live").count() >= live_n,
+                Duration::from_secs(args.seconds + 300),
+            )
+            .await
+        } else {
+            collect(&c, |_| false, Duration::from_secs(args.seconds + 2)).await
+        };
         for (id, ms) in sender.await? {
             sent_ms.insert(id, ms);
         }
@@ -260,7 +270,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{r}");
         results.push(r);
     }
-    let (alone, mixed) = (&results[0], &results[1]);
+    let (alone, mixed, backfill_alone) = (&results[0], &results[1], &results[2]);
+    let backfill_alone_share = backfill_alone["backfill_gifs_per_s"].as_f64().unwrap_or(0.0) / capacity;
     let bound = 1.25 * alone["live_p99_s"].as_f64().unwrap_or(0.0) + full_batch_s;
     let p99 = mixed["live_p99_s"].as_f64().unwrap_or(f64::MAX);
     let want_backfill = 0.8 * (capacity - rate);
@@ -270,12 +281,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "live_rate": rate, "full_batch_s": full_batch_s, "seconds": args.seconds, "backfill_backlog": args.backfill, "phases": results,
         "live_p99_bound_s": bound, "live_p99_ok": p99 <= bound,
         "backfill_floor_gifs_per_s": want_backfill, "backfill_ok": got_backfill >= want_backfill,
+        "backfill_alone_share_of_capacity": backfill_alone_share,
     });
     println!(
         "live p99 {p99:.3} s with backfill vs bound {bound:.3} s ({}); backfill {got_backfill:.1} GIFs/s vs floor {want_backfill:.1} ({})",
         if p99 <= bound { "ok" } else { "MISSED" },
         if got_backfill >= want_backfill { "ok" } else { "MISSED" }
     );
+    println!("backfill alone: {:.2} of the live lane's capacity", backfill_alone_share);
     let path = args.json.unwrap_or_else(|| repo().join("bench-results/latest.json"));
     bench::merge_json(&path, &["priority"], v)?;
     Ok(())

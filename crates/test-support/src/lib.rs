@@ -563,16 +563,18 @@ impl Service {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// The process's threads now: (name as `/proc` shows it, at most 15 bytes; nice value).
-    pub fn threads(&self) -> Vec<(String, i32)> {
+    /// The process's threads now: (name as `/proc` shows it, at most 15 bytes; nice value;
+    /// scheduling policy, 0 normal, 5 `SCHED_IDLE`).
+    pub fn threads(&self) -> Vec<(String, i32, u32)> {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.proc.0.id())) else { return Vec::new() };
         dir.flatten()
             .filter_map(|e| {
                 let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
                 let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-                // After the name: field 3 (state) onwards; nice is field 19 (`man 5 proc`).
-                let nice = stat.get(close + 2..)?.split_whitespace().nth(16)?.parse().ok()?;
-                Some((stat[open + 1..close].to_owned(), nice))
+                // After the name: field 3 (state) onwards; nice is field 19, policy 41 (`man 5 proc`).
+                let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+                let (nice, policy) = (fields.get(16)?.parse().ok()?, fields.get(38)?.parse().ok()?);
+                Some((stat[open + 1..close].to_owned(), nice, policy))
             })
             .collect()
     }

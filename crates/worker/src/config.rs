@@ -15,6 +15,8 @@ use autotag_infra::telemetry::MetricsConfig;
 pub use autotag_model::FramesConfig;
 use autotag_model::ModelConfig;
 use gifcodec::DecodeLimits;
+
+use crate::thread_priority::ThreadPriority;
 use serde::{Deserialize, Serialize};
 
 /// The whole worker configuration.
@@ -62,9 +64,6 @@ impl ServiceConfig for WorkerConfig {
         if self.lanes.backfill_instances == 0 {
             return bad("lanes.backfill_instances must be at least 1");
         }
-        if !(0..=19).contains(&self.lanes.backfill_nice) {
-            return bad("lanes.backfill_nice must be within 0..=19");
-        }
         if self.lanes.backfill_enabled && self.lanes.backfill_topic == self.kafka.topics.uploads {
             return bad("lanes.backfill_topic must not be kafka.topics.uploads");
         }
@@ -100,14 +99,14 @@ pub struct LanesConfig {
     /// load on 2 cores (`cargo bench --bench priority`, docs/benchmarks.md); 0.5, when the
     /// lanes still shared threads, raised live p99 to 1.5 s.
     pub backfill_share: f64,
-    /// Nice value (1–19, 0 = off) of the backfill lane's decode and model threads
-    /// (`autotag_worker::thread_priority`): the kernel gives live work the CPU first, and
-    /// backfill what live leaves. 19: a backfill thread weighs 15 against a live thread's 1024.
-    pub backfill_nice: i32,
+    /// CPU priority of the backfill lane's own decode and model threads
+    /// ([`crate::thread_priority`]): `idle` (`SCHED_IDLE`, the default), `low` (nice 19) or
+    /// `normal`. The kernel gives live work the CPU first, and backfill what live leaves.
+    pub backfill_priority: ThreadPriority,
     /// Model instance threads of the backfill lane's own pool (at least 1), beside the live
-    /// lane's `model.instances`; all share the one loaded model. On 2 cores, 1 kept live p99
-    /// within 1.16–1.20× its value without backfill and 2 gave 1.36× (fewer runnable threads,
-    /// less preemption), with the same backfill rate (priority bench, docs/benchmarks.md).
+    /// lane's `model.instances`; all share the one loaded model. 2 (as many as the live lane):
+    /// with no live work backfill has the whole machine; at `idle` priority live p99 stayed
+    /// at 1.15× its value without backfill on 2 cores (priority bench, docs/benchmarks.md).
     pub backfill_instances: usize,
 }
 
@@ -117,8 +116,8 @@ impl Default for LanesConfig {
             backfill_enabled: true,
             backfill_topic: "gif-backfill".into(),
             backfill_share: 0.05,
-            backfill_nice: 19,
-            backfill_instances: 1,
+            backfill_priority: ThreadPriority::Idle,
+            backfill_instances: 2,
         }
     }
 }

@@ -7,7 +7,7 @@
 //!                        ▲                                                        │
 //!                        └──── offsets: contiguous watermark ◄── publish ◄────────┘
 //!                                                          (gif-tag-suggestions / gif-uploads-dlq)
-//! Kafka gif-backfill ─► source ─► fetch ─► decode (nice 19) ─► batch ─► infer (own instances, nice 19)
+//! Kafka gif-backfill ─► source ─► fetch ─► decode (idle prio) ─► batch ─► infer (own threads, idle prio)
 //! ```
 //!
 //! The backfill lane (issue 15) has its own consumer group, in-flight cap, decode threads,

@@ -39,6 +39,7 @@ use crate::pipeline::lane_channel;
 use crate::pipeline::publish::PublishStage;
 use crate::pipeline::source::SourceStage;
 use crate::telemetry;
+use crate::thread_priority::ThreadPriority;
 
 /// Run the worker until `stop` resolves (a signal in production).
 pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
@@ -67,7 +68,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
         batches: batch_rx,
         ready: model_free.clone(),
         instances: cfg.model.instances,
-        nice: 0,
+        priority: ThreadPriority::Normal,
     }];
     let backfill_batches = if cfg.lanes.backfill_enabled {
         let (tx, rx) = mpsc::channel(1);
@@ -78,7 +79,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             batches: rx,
             ready: ready.clone(),
             instances: cfg.lanes.backfill_instances,
-            nice: cfg.lanes.backfill_nice,
+            priority: cfg.lanes.backfill_priority,
         });
         Some((tx, ready))
     } else {
@@ -169,7 +170,7 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
     if let (Some(fetched), Some(decoded), Some(decoded_rx), Some((batches, ready))) =
         (backfill_fetched_rx, backfill_decoded_tx, backfill_decoded_rx, backfill_batches)
     {
-        let pool = decode::low_priority_pool("bf-decode", decode_threads, cfg.lanes.backfill_nice)
+        let pool = decode::low_priority_pool("bf-decode", decode_threads, cfg.lanes.backfill_priority)
             .context("starting the backfill lane's decode threads")?;
         tokio::spawn(decode(fetched, decoded, Some(Arc::new(pool))).run());
         tokio::spawn(

@@ -24,6 +24,7 @@ use super::Outcome;
 use super::batch::Decoded;
 use super::fetch::Fetched;
 use crate::telemetry;
+use crate::thread_priority::ThreadPriority;
 
 /// The decode stage.
 pub struct DecodeStage {
@@ -41,17 +42,21 @@ pub struct DecodeStage {
     pub pool: Option<Arc<rayon::ThreadPool>>,
 }
 
-/// A pool of `threads` decode threads named `<name>-<i>`, each at `nice`
+/// A pool of `threads` decode threads named `<name>-<i>`, each at `priority`
 /// ([`crate::thread_priority`]): the backfill lane decodes on it, so its decodes take only the
 /// CPU that live work leaves. A thread whose priority cannot be lowered logs it and decodes at
 /// the normal priority.
-pub fn low_priority_pool(name: &'static str, threads: usize, nice: i32) -> std::io::Result<rayon::ThreadPool> {
+pub fn low_priority_pool(
+    name: &'static str,
+    threads: usize,
+    priority: ThreadPriority,
+) -> std::io::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .thread_name(move |i| format!("{name}-{i}"))
         .start_handler(move |_| {
-            if let Err(e) = crate::thread_priority::lower_current_thread(nice) {
-                warn!(error = %e, nice, "cannot lower a decode thread's priority");
+            if let Err(e) = crate::thread_priority::set_current_thread(priority) {
+                warn!(error = %e, ?priority, "cannot lower a decode thread's priority");
             }
         })
         .build()
@@ -183,18 +188,18 @@ mod tests {
     /// error for that GIF, not a lost task.
     #[tokio::test]
     async fn low_priority_pool_runs_work_at_its_priority() {
-        let pool = Some(Arc::new(low_priority_pool("test-decode", 1, 19).expect("pool")));
-        let (name, nice) = run_on(pool.clone(), || {
-            (std::thread::current().name().map(str::to_owned), crate::thread_priority::current_nice())
+        let pool = Some(Arc::new(low_priority_pool("test-decode", 1, ThreadPriority::Idle).expect("pool")));
+        let (name, priority) = run_on(pool.clone(), || {
+            (std::thread::current().name().map(str::to_owned), crate::thread_priority::current())
         })
         .await
         .expect("ran");
-        assert_eq!((name.as_deref(), nice), (Some("test-decode-0"), 19));
+        assert_eq!((name.as_deref(), priority), (Some("test-decode-0"), ThreadPriority::Idle));
         let panicked = run_on(pool, || -> u8 { panic!("bad GIF") }).await;
         assert_eq!(panicked, Err("bad GIF".to_owned()));
         // Without a pool: the runtime's blocking threads, priority unchanged.
-        let nice = run_on(None, crate::thread_priority::current_nice).await.expect("ran");
-        assert_eq!(nice, crate::thread_priority::current_nice());
+        let priority = run_on(None, crate::thread_priority::current).await.expect("ran");
+        assert_eq!(priority, crate::thread_priority::current());
     }
 
     /// The codec's own codes (kept for its standalone users) agree with the contract's.

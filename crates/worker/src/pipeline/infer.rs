@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 use super::batch::Batch;
 use super::{Job, Outcome};
 use crate::telemetry;
+use crate::thread_priority::ThreadPriority;
 
 /// Settings of the infer thread.
 pub struct InferSettings {
@@ -52,8 +53,8 @@ pub struct Pool {
     pub ready: Arc<Semaphore>,
     /// Model instance threads sharing the loaded model (at least one).
     pub instances: usize,
-    /// Nice value of its threads (0 = unchanged; [`crate::thread_priority`]).
-    pub nice: i32,
+    /// CPU priority of its threads ([`crate::thread_priority`]).
+    pub priority: ThreadPriority,
 }
 
 /// A GIF whose frames are (partly) through the model.
@@ -115,7 +116,7 @@ where
                         batches: std::sync::Mutex::new(p.batches),
                         ready: p.ready,
                         instances: p.instances.max(1),
-                        nice: p.nice,
+                        priority: p.priority,
                         open: Open::default(),
                     })
                 })
@@ -139,8 +140,8 @@ where
                             {
                                 warn!(error = %e, pool = pool.name, instance = i, "warm-up failed on a model instance thread");
                             }
-                            if let Err(e) = crate::thread_priority::lower_current_thread(pool.nice) {
-                                warn!(error = %e, pool = pool.name, nice = pool.nice, "cannot lower a model thread's priority");
+                            if let Err(e) = crate::thread_priority::set_current_thread(pool.priority) {
+                                warn!(error = %e, pool = pool.name, priority = ?pool.priority, "cannot lower a model thread's priority");
                             }
                             let _ = warmed.send(());
                             run_loop(sh, &pool);
@@ -155,12 +156,12 @@ where
             }
             let warm_s = t.elapsed().as_secs_f64() - load_s;
             metrics::gauge!(telemetry::MODEL_WARMUP_SECONDS).set(warm_s);
-            let instances: Vec<_> = pools.iter().map(|p| (p.name, p.instances, p.nice)).collect();
+            let instances: Vec<_> = pools.iter().map(|p| (p.name, p.instances, p.priority)).collect();
             info!(model = %shared.info.model.name, version = %shared.info.model.version, device = %shared.info.device,
                   ?instances, load_s, warm_s, buckets = ?shared.buckets, "model ready");
             let _ = ready_tx.send(Ok(shared.info.clone()));
             if let Some(first) = pools.first() {
-                if let Err(e) = crate::thread_priority::lower_current_thread(first.nice) {
+                if let Err(e) = crate::thread_priority::set_current_thread(first.priority) {
                     warn!(error = %e, pool = first.name, "cannot lower a model thread's priority");
                 }
                 run_loop(&shared, first);
@@ -191,7 +192,7 @@ struct PoolQueue {
     batches: std::sync::Mutex<mpsc::Receiver<Batch>>,
     ready: Arc<Semaphore>,
     instances: usize,
-    nice: i32,
+    priority: ThreadPriority,
     open: Open,
 }
 
