@@ -17,11 +17,13 @@ const BUCKET: &str = "gifs";
 const PARTITIONS: i32 = 4;
 
 /// The fault tests run one at a time (issue 24): each starts its own servers and workers, and
-/// two at once would fight for the 2 cores their timings assume.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// two at once would fight for the 2 cores their timings assume. An async lock: it is held
+/// across the test's awaits (a std lock there would block a runtime thread of a test waiting
+/// for it), and a failed test does not poison it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 const BROKER_BUCKET: &str = "tansu";
 /// Animated (8 frames each): the worker stays busy across the outage, with work in flight.
@@ -145,7 +147,7 @@ impl Verdict {
 /// never exits and is ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_commits_nothing_without_its_outcome() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let (_s3, mut broker, env, mut w) = durable_rig("outage").await;
 
     // A feed of 100 uploads/s for 5 s, faster than the worker tags them: a backlog on the broker,
@@ -206,7 +208,7 @@ async fn broker_outage_commits_nothing_without_its_outcome() {
 /// event is answered once the pressure lifts (rust-rdkafka #433, confluent-kafka-go #344).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_nothing() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let broker = Broker::start(4).await;
     let mut s3 = S3Server::start();
     s3.put_testdata(BUCKET, &STILLS).await;
@@ -246,7 +248,7 @@ async fn backpressure_longer_than_max_poll_interval_keeps_the_member_and_loses_n
 /// broker: librdkafka #3740) and commits nothing unfinished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_outage_exits_in_time_and_commits_nothing_unfinished() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let (_s3, mut broker, env, mut w) = durable_rig("outage-sigterm").await;
     let evs = events(200, "sigterm");
     let unacked = feed(broker.brokers(), evs.clone(), Duration::from_millis(5)).await;
@@ -353,7 +355,7 @@ impl CommitWatch {
 /// event is answered, and the committed offset never moves backwards (Vector #9587, PR #17497).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_across_revoke_and_reassign_drains_every_partition_and_never_commits_backwards() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let broker = Broker::start(PARTITIONS).await;
     let mut s3 = S3Server::start();
     s3.put_testdata(BUCKET, &STILLS).await;
@@ -407,7 +409,7 @@ async fn pause_across_revoke_and_reassign_drains_every_partition_and_never_commi
 /// re-sent until the committed offset equals the watermark (librdkafka #1195, #2725).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_to_an_outage_is_re_sent_while_the_topic_is_idle() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let s3 = S3Server::start();
     s3.put_testdata(BUCKET, &STILLS).await;
     let mut broker = Broker::start_durable(PARTITIONS, &s3, BROKER_BUCKET).await;

@@ -66,14 +66,14 @@ fn uniform_gif(w: u16, h: u16, frames: usize, rgb: [u8; 3], transparent: bool) -
         let mut enc = gif::Encoder::new(&mut out, w, h, &palette).unwrap();
         enc.set_repeat(gif::Repeat::Infinite).unwrap();
         for _ in 0..frames {
-            let mut f = gif::Frame::default();
-            f.width = w;
-            f.height = h;
-            f.delay = 10;
-            f.buffer = std::borrow::Cow::Owned(vec![0u8; w as usize * h as usize]);
-            if transparent {
-                f.transparent = Some(0);
-            }
+            let f = gif::Frame {
+                width: w,
+                height: h,
+                delay: 10,
+                buffer: std::borrow::Cow::Owned(vec![0u8; w as usize * h as usize]),
+                transparent: transparent.then_some(0),
+                ..gif::Frame::default()
+            };
             enc.write_frame(&f).unwrap();
         }
     }
