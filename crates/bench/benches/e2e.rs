@@ -907,7 +907,13 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
 
     let suggestions: Vec<&Out> = outs.iter().filter(|o| o.topic == SUGGESTIONS).collect();
     let dead = outs.iter().filter(|o| o.topic == DLQ).count();
-    let frames: u64 = suggestions.iter().filter_map(|o| o.value["frames_sampled"].as_u64()).sum();
+    // Frames the model ran (issue 16: repeated and blank frames are sampled but not inferred), the
+    // measure of how well the pipeline keeps the model busy; sampled frames beside it.
+    let frames: u64 = suggestions
+        .iter()
+        .filter_map(|o| o.value["frames_inferred"].as_u64().or_else(|| o.value["frames_sampled"].as_u64()))
+        .sum();
+    let frames_sampled: u64 = suggestions.iter().filter_map(|o| o.value["frames_sampled"].as_u64()).sum();
     let last_ms = outs.iter().map(|o| o.ts_ms).max().unwrap_or(ready_ms);
     let first_out_ms = outs.iter().map(|o| o.ts_ms).min().unwrap_or(ready_ms);
     let start_ms = first_upload_ms.unwrap_or(ready_ms);
@@ -941,7 +947,7 @@ async fn run_once(r: &Run, partitions: i32) -> anyhow::Result<Value> {
         "incomplete": incomplete,
         "suggestions": suggestions.len(),
         "dead_letters": dead,
-        "frames": frames,
+        "frames": frames, "frames_sampled": frames_sampled,
         "files": r.files,
         "offered_rate_gifs_per_s": r.rate,
         "duration_s": duration_s,

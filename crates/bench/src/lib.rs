@@ -1159,7 +1159,7 @@ pub fn evaluate_targets(root: &Value) -> Vec<Target> {
     let cuda = e2e["resolved"]["device"] == "cuda";
     let goal = if cuda { 0.80 } else { 0.90 };
     let name = format!(
-        "e2e frames/s (backlog) >= {goal:.2} x best model-only frames/s{}",
+        "e2e frames inferred/s (backlog) >= {goal:.2} x best model-only frames/s{}",
         if cuda {
             format!(
                 " ({} {})",
@@ -1544,7 +1544,7 @@ pub fn render_report(root: &Value) -> String {
               starts; duration from `/readyz` = 200 to the last suggestion. Steady: events offered at a fixed rate; duration \
               from the first upload to the last suggestion. Peak RSS: the worker's `VmHWM` just before it is stopped.\n\n"
         );
-        o += "| mode | events | seconds | GIFs/s | frames/s | ÷ best model-only | p50 s | p95 s | p99 s | peak RSS MiB | dead letters | other processes (cores) |\n";
+        o += "| mode | events | seconds | GIFs/s | frames inferred/s | ÷ best model-only | p50 s | p95 s | p99 s | peak RSS MiB | dead letters | other processes (cores) |\n";
         o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         if e["backlog"].is_object() {
             o += &e2e_row("backlog", &e["backlog"]);
