@@ -14,7 +14,6 @@
 //! second (pacing, not bursts). Results merge into `bench-results/latest.json` (key
 //! `backfill_rate`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -29,23 +28,18 @@ const PARTITIONS: i32 = 4;
 
 #[derive(Debug, Parser)]
 struct Args {
-    #[arg(long, hide = true)]
-    bench: bool,
+    #[command(flatten)]
+    harness: bench::HarnessArgs,
     /// The `--rate` given to the run, events/s.
     #[arg(long, default_value_t = 100)]
     rate: u32,
     /// Seconds the run should take at that rate.
     #[arg(long, default_value_t = 30)]
     seconds: u32,
-    /// Result file (merged; key `backfill_rate`).
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run(args))
+    bench::block_on(run(Args::parse()))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -110,7 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.rate,
         if within { "within 10 %" } else { "MISSED" }
     );
-    let path = args.json.unwrap_or_else(|| repo().join("bench-results/latest.json"));
+    let path = args.harness.json_path(&repo());
     bench::merge_json(&path, &["backfill_rate"], v)?;
     Ok(())
 }

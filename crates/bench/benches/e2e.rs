@@ -90,9 +90,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run(args))
+    bench::block_on(run(Args::parse()))
 }
 
 /// One benchmark run: a fresh broker, S3 server and worker.

@@ -37,8 +37,8 @@ const PARTITIONS: i32 = 4;
 
 #[derive(Debug, Parser)]
 struct Args {
-    #[arg(long, hide = true)]
-    bench: bool,
+    #[command(flatten)]
+    harness: bench::HarnessArgs,
     /// Upload events per run.
     #[arg(long, default_value_t = 300)]
     events: usize,
@@ -51,15 +51,10 @@ struct Args {
     /// Python reference processes (default: one per core).
     #[arg(long)]
     python_processes: Option<usize>,
-    /// Result file (merged; key `frames`).
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run(args))
+    bench::block_on(run(Args::parse()))
 }
 
 /// The GIFs of a mix: (S3 key, local path).
@@ -314,7 +309,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "measured_at": bench::now_rfc3339(), "machine": bench::machine_info(), "runs": rows, "ratios": ratios,
         "python_reference": "tools/reference_worker.py: confluent-kafka + boto3 + Pillow + torch, bf16, 4 GIFs per forward, one process per core, one consumer group",
     });
-    let path = args.json.unwrap_or_else(|| repo().join("bench-results/latest.json"));
+    let path = args.harness.json_path(&repo());
     bench::merge_json(&path, &["frames"], v)?;
     Ok(())
 }

@@ -19,7 +19,6 @@
 //! (capacity − live rate). Results merge into `bench-results/latest.json` (key `priority`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -36,8 +35,8 @@ const PARTITIONS: i32 = 4;
 
 #[derive(Debug, Parser)]
 struct Args {
-    #[arg(long, hide = true)]
-    bench: bool,
+    #[command(flatten)]
+    harness: bench::HarnessArgs,
     /// Seconds of live load per phase.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
@@ -50,15 +49,10 @@ struct Args {
     /// Live events of the capacity phase.
     #[arg(long, default_value_t = 300)]
     capacity_events: usize,
-    /// Result file (merged; key `priority`).
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run(args))
+    bench::block_on(run(Args::parse()))
 }
 
 fn payload(event_id: &str, gif_id: &str, key: &str, backfill: bool) -> Vec<u8> {
@@ -289,7 +283,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if got_backfill >= want_backfill { "ok" } else { "MISSED" }
     );
     println!("backfill alone: {:.2} of the live lane's capacity", backfill_alone_share);
-    let path = args.json.unwrap_or_else(|| repo().join("bench-results/latest.json"));
+    let path = args.harness.json_path(&repo());
     bench::merge_json(&path, &["priority"], v)?;
     Ok(())
 }

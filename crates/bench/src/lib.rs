@@ -31,6 +31,30 @@ use gifcodec::{DecodeLimits, SampleSpec, decode_and_sample};
 
 /// Default merged result file.
 pub const DEFAULT_JSON: &str = "bench-results/latest.json";
+
+/// What every harness benchmark (`benches/*.rs`) takes besides its own flags (`#[command(flatten)]`).
+#[derive(Debug, clap::Args)]
+pub struct HarnessArgs {
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+    /// Result file, merged: the benchmark replaces only its own key (default [`DEFAULT_JSON`] in
+    /// the checkout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl HarnessArgs {
+    /// The result file: `--json`, else [`DEFAULT_JSON`] under `checkout`.
+    pub fn json_path(&self, checkout: &Path) -> PathBuf {
+        self.json.clone().unwrap_or_else(|| checkout.join(DEFAULT_JSON))
+    }
+}
+
+/// Run a harness benchmark's body on a 2-thread tokio runtime (as the integration tests run).
+pub fn block_on(body: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(body)
+}
 /// Default report.
 pub const DEFAULT_DOC: &str = "docs/benchmarks.md";
 /// Markers delimiting the generated part of the report.
