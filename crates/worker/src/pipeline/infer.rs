@@ -1,14 +1,14 @@
 //! Infer: the model instance threads, and per-GIF aggregation of their scores.
 //!
 //! Every thread shares one loaded model (the `autotag_model::Backend`). Each lane has its own
-//! [`Pool`] of `model.instances` threads taking batches from the lane's queue (issue 15: live
-//! batches never queue behind backfill ones; the backfill pool's threads run at a lower CPU
-//! priority); each thread runs its own forward passes (on CPU with `model.threads` intra-op
-//! threads each). On a small CPU, two single-threaded forwards side by side beat one
-//! two-threaded forward, which stalls at every OpenMP barrier whenever another thread (decode,
-//! I/O) takes a core (docs/benchmarks.md). Each thread holds its own no-grad guard (grad mode is
-//! per thread in libtorch) and warms every batch bucket before the worker reports ready: on
-//! CUDA, cuDNN's tuned plans are cached per thread.
+//! [`Pool`] of threads (`model.instances` live, `lanes.backfill_instances` backfill) taking batches
+//! from the lane's queue (issue 15: live batches never queue behind backfill ones; the backfill
+//! pool's threads run at a lower CPU priority); each thread runs its own forward passes (on CPU
+//! with `model.threads` intra-op threads each). On a small CPU, two single-threaded forwards side
+//! by side beat one two-threaded forward, which stalls at every OpenMP barrier whenever another
+//! thread (decode, I/O) takes a core (docs/benchmarks.md). Each thread holds its own no-grad guard
+//! (grad mode is per thread in libtorch) and warms every batch bucket before the worker reports
+//! ready: on CUDA, cuDNN's tuned plans are cached per thread.
 //!
 //! A GIF's frames may straddle batches that different instances finish out of order, so scores
 //! are accumulated per GIF under a lock and the GIF completes when all its frames and its job
